@@ -1,0 +1,257 @@
+"""Configuration: one JSON or TOML file, environment overrides, one section per processor.
+
+Where the file comes from, first match wins: ``--config PATH``, ``$COREC_CONFIG``, ``./corec.json``,
+``./corec.toml``; none at all is fine (every key has a default).
+
+Environment overrides, applied on top of the file:
+
+* ``COREC_<KEY>`` for kernel keys, e.g. ``COREC_REDIS_URL``, ``COREC_DATABASE_URL``;
+* ``COREC_<SECTION>__<KEY>[__<SUBKEY>]`` for any section, e.g. ``COREC_KERNEL__METRICS_PORT=0``,
+  ``COREC_GENERATOR__OUTPUT_PLUGINS=out``, ``COREC_KERNEL__CIRCUIT_BREAKER__MAX_FAILURES=3``.
+
+Values are parsed as JSON when they parse (numbers, booleans, lists), else taken as strings.
+Every problem in every section is collected and raised once as :class:`ConfigError`.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import socket
+import sys
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any
+
+from pydantic import BaseModel, ConfigDict, Field, SecretStr, ValidationError, field_validator
+
+from .errors import ConfigError
+
+ENV_PREFIX = "COREC_"
+# Variables that configure the CLI or loader rather than a config key.
+_NOT_KEYS = {"CONFIG", "STRICT_PROCESSORS", "LOAD_PROCESSORS", "DISABLE_PROCESSORS", "TRACE_HOOKS"}
+
+
+class CircuitBreakerConfig(BaseModel):
+    """Per-processor circuit breaker."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    max_failures: int = Field(5, ge=1, description="consecutive failures that open the breaker")
+    reset_timeout: float = Field(30.0, gt=0, description="seconds open before one probe is let in")
+
+
+class KernelConfig(BaseModel):
+    """The ``kernel`` section. Key names follow the original CoreC plugin guide."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    stream_in: str = Field("corec:commands", min_length=1, description="stream commands arrive on")
+    stream_out: str = Field("corec:results", min_length=1, description="default reply stream")
+    dead_letter_stream: str = Field("corec:dead", min_length=1)
+    group: str = Field("corec", min_length=1, description="consumer group name")
+    consumer: str | None = Field(None, description="consumer name; default host-pid")
+    group_start_id: str = Field(
+        "0", description="where a new group starts: 0 = whole stream, $ = new"
+    )
+    redis_url: SecretStr | None = Field(
+        None, description="redis://, rediss:// or unix:// URL; unset = embedded Valkey"
+    )
+    database_url: SecretStr | None = Field(
+        None, description="postgresql:// or sqlite:/// URL; unset = SQLite in state_dir"
+    )
+    records: bool = Field(True, description="write a record per command (off only for benchmarks)")
+    metrics_port: int = Field(8000, ge=0, le=65535, description="Prometheus port; 0 = off")
+    metrics_addr: str = Field("127.0.0.1", description="address the metrics server binds")
+    concurrency: int = Field(64, ge=1, le=10_000, description="commands in flight per worker")
+    batch_size: int = Field(256, ge=1, le=10_000, description="entries per XREADGROUP")
+    block_ms: int = Field(1000, ge=1, description="XREADGROUP BLOCK while idle")
+    claim_idle_ms: int = Field(60_000, ge=1, description="idle time before XAUTOCLAIM reclaims")
+    max_deliveries: int = Field(5, ge=1, description="deliveries before dead-lettering")
+    handler_timeout_s: float = Field(60.0, gt=0, description="default handler timeout")
+    shutdown_grace_s: float = Field(10.0, ge=0, description="SIGTERM: time to finish in-flight")
+    max_payload_bytes: int = Field(1_048_576, ge=64, description="larger entries are rejected")
+    stream_maxlen: int | None = Field(
+        None, ge=1, description="approximate MAXLEN for result/dead-letter streams; None = no trim"
+    )
+    records_retention_days: float | None = Field(None, gt=0)
+    circuit_breaker: CircuitBreakerConfig = Field(default_factory=CircuitBreakerConfig)
+    state_dir: Path = Field(Path(".corec"), description="embedded Valkey socket, AOF, SQLite file")
+    load_processors: list[str] | None = Field(None, description="allowlist of processor names")
+    disable_processors: list[str] = Field(default_factory=list, description="blocklist")
+    strict_processors: bool = Field(False, description="a processor that fails to load is fatal")
+    action_owners: dict[str, str] = Field(
+        default_factory=dict, description="action -> processor that wins a conflict"
+    )
+
+    @field_validator("load_processors", "disable_processors", mode="before")
+    @classmethod
+    def _split(cls, value: Any) -> Any:
+        if isinstance(value, str):
+            return [part.strip() for part in value.split(",") if part.strip()]
+        return value
+
+    def consumer_name(self) -> str:
+        return self.consumer or f"{socket.gethostname()}-{os.getpid()}"
+
+
+class Settings:
+    """The loaded configuration: the kernel section plus each processor's validated section."""
+
+    def __init__(
+        self,
+        kernel: KernelConfig,
+        sections: Mapping[str, Any] | None = None,
+        source: Path | None = None,
+    ) -> None:
+        self.kernel = kernel
+        self.raw_sections: dict[str, Any] = dict(sections or {})
+        self.processors: dict[str, BaseModel | None] = {}
+        self.source = source
+        self.problems: list[str] = []
+
+    def validate_processors(self, models: Mapping[str, type[BaseModel] | None]) -> list[str]:
+        """Validate each processor's section; returns problems as ``section.key: message``."""
+        problems: list[str] = []
+        for name, model in models.items():
+            raw = self.raw_sections.get(name, {})
+            if model is None:
+                self.processors[name] = None
+                continue
+            try:
+                self.processors[name] = model.model_validate(raw)
+            except ValidationError as exc:
+                problems.extend(format_validation_error(exc, prefix=name))
+        return problems
+
+
+def format_validation_error(exc: ValidationError, prefix: str = "") -> list[str]:
+    """``section.key.sub: message`` lines, one per problem."""
+    lines = []
+    for err in exc.errors(include_url=False):
+        loc = ".".join(str(part) for part in (prefix, *err["loc"]) if part != "")
+        lines.append(f"{loc or prefix or '<root>'}: {err['msg']}")
+    return lines
+
+
+def find_config(explicit: str | os.PathLike[str] | None = None) -> Path | None:
+    """The config file to read, or ``None`` when there is none (defaults apply)."""
+    if explicit:
+        return Path(explicit)
+    env = os.environ.get("COREC_CONFIG")
+    if env:
+        return Path(env)
+    for name in ("corec.json", "corec.toml"):
+        if Path(name).is_file():
+            return Path(name)
+    return None
+
+
+def read_file(path: Path) -> dict[str, Any]:
+    """Parse a JSON or TOML config file into a dict (by extension; JSON when unknown)."""
+    try:
+        text = path.read_text(encoding="utf-8")
+    except OSError as exc:
+        raise ConfigError(
+            f"cannot read config {path}: {exc.strerror or exc}; pass --config PATH or unset COREC_CONFIG"
+        ) from None
+    try:
+        if path.suffix == ".toml":
+            if sys.version_info >= (3, 11):
+                import tomllib
+            else:  # pragma: no cover - 3.10 only
+                import tomli as tomllib
+            data: Any = tomllib.loads(text)
+        else:
+            data = json.loads(text)
+    except ValueError as exc:
+        raise ConfigError(f"config {path} is not valid {path.suffix.lstrip('.') or 'JSON'}: {exc}")
+    if not isinstance(data, dict):
+        raise ConfigError(f"config {path} must hold an object of sections (kernel, <processor>...)")
+    return data
+
+
+def env_overrides(environ: Mapping[str, str]) -> dict[str, Any]:
+    """Nested dict of the ``COREC_*`` overrides found in ``environ``."""
+    out: dict[str, Any] = {}
+    kernel_keys = set(KernelConfig.model_fields)
+    for name, value in environ.items():
+        if not name.startswith(ENV_PREFIX):
+            continue
+        rest = name[len(ENV_PREFIX) :]
+        if rest in _NOT_KEYS or not rest:
+            continue
+        if "__" in rest:
+            path = [part.lower() for part in rest.split("__")]
+        elif rest.lower() in kernel_keys:
+            path = ["kernel", rest.lower()]
+        else:
+            continue
+        node = out
+        for part in path[:-1]:
+            node = node.setdefault(part, {})
+            if not isinstance(node, dict):
+                break
+        else:
+            node[path[-1]] = _parse_env_value(value)
+    return out
+
+
+def _parse_env_value(value: str) -> Any:
+    try:
+        return json.loads(value)
+    except ValueError:
+        return value
+
+
+def _merge(base: dict[str, Any], over: Mapping[str, Any]) -> dict[str, Any]:
+    for key, value in over.items():
+        if isinstance(value, Mapping) and isinstance(base.get(key), dict):
+            _merge(base[key], value)
+        else:
+            base[key] = value
+    return base
+
+
+def load_settings(
+    path: str | os.PathLike[str] | None = None,
+    *,
+    environ: Mapping[str, str] | None = None,
+    overrides: Mapping[str, Any] | None = None,
+) -> Settings:
+    """Read the file, apply env and explicit overrides, validate the kernel section.
+
+    Problems are collected in ``settings.problems``, not raised: processor sections are validated
+    later by :meth:`Settings.validate_processors`, once the processors' models are known, and
+    :class:`~corec_plugin_kit.kernel.Kernel` raises every problem together.
+    """
+    source = find_config(path)
+    data: dict[str, Any] = read_file(source) if source else {}
+    _merge(data, env_overrides(os.environ if environ is None else environ))
+    if overrides:
+        _merge(data, overrides)
+    kernel_raw = data.pop("kernel", {})
+    if not isinstance(kernel_raw, dict):
+        raise ConfigError("config section `kernel` must be an object")
+    problems: list[str] = []
+    try:
+        kernel = KernelConfig.model_validate(kernel_raw)
+    except ValidationError as exc:
+        problems = format_validation_error(exc, "kernel")
+        # Keep going with the keys that are valid, so the processors' sections get checked too
+        # and every problem is reported at once.
+        bad = {err["loc"][0] for err in exc.errors() if err["loc"]}
+        kernel = KernelConfig.model_validate({k: v for k, v in kernel_raw.items() if k not in bad})
+    settings = Settings(kernel, data, source)
+    settings.problems = problems
+    return settings
+
+
+def raise_problems(problems: list[str]) -> None:
+    """Raise one :class:`ConfigError` listing every problem (no-op when there are none)."""
+    if problems:
+        raise ConfigError(
+            f"invalid configuration ({len(problems)} problem{'s' if len(problems) > 1 else ''}): "
+            + "; ".join(problems),
+            details=problems,
+        )

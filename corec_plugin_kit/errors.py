@@ -1,0 +1,172 @@
+"""One error hierarchy for the whole kit.
+
+Every error the kernel or a processor raises on purpose derives from :class:`CorecError`.
+Each class carries, once, the three ways it is shown:
+
+* ``wire_type``: the ``error.type`` of a result envelope on the stream (DESIGN.md section 3);
+* ``exit_code``: the exit status of the ``corec-kit`` command that hit it;
+* the message itself, one line that says what to do.
+
+Nothing heavy is imported here: the CLI imports this module on every start.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+# Exit codes (documented in docs/cli.md and `corec-kit --help`).
+EXIT_OK = 0
+EXIT_HANDLER_ERROR = 1
+EXIT_INVALID_COMMAND = 2
+EXIT_CONFIG_ERROR = 3
+EXIT_PROCESSOR_ERROR = 4
+EXIT_REDIS_UNAVAILABLE = 5
+EXIT_DATABASE_UNAVAILABLE = 6
+EXIT_INTERNAL = 70  # EX_SOFTWARE: a bug in the kit; run with --debug and report it
+
+WIRE_TYPES = (
+    "invalid_command",
+    "unknown_action",
+    "invalid_params",
+    "handler_error",
+    "timeout",
+    "dead_letter",
+)
+
+
+class CorecError(Exception):
+    """Root of every error the kit raises on purpose."""
+
+    wire_type: str = "handler_error"
+    exit_code: int = EXIT_HANDLER_ERROR
+
+    def __init__(self, message: str, *, details: Any = None) -> None:
+        super().__init__(message)
+        self.message = message
+        self.details = details
+
+    def to_wire(self) -> dict[str, Any]:
+        """The ``error`` object of a result envelope."""
+        return {"type": self.wire_type, "message": self.message, "details": self.details}
+
+
+class InvalidCommand(CorecError):
+    """The stream entry or CLI input is not a command envelope (bad JSON, wrong shape, too big)."""
+
+    wire_type = "invalid_command"
+    exit_code = EXIT_INVALID_COMMAND
+
+
+class UnknownAction(CorecError):
+    """No loaded processor claims the action."""
+
+    wire_type = "unknown_action"
+    exit_code = EXIT_INVALID_COMMAND
+
+    def __init__(self, action: str, known: list[str] | None = None) -> None:
+        hint = "run `corec-kit actions` to list the actions that are routed"
+        super().__init__(f"unknown action {action!r}: {hint}", details={"action": action})
+        self.action = action
+
+
+class InvalidParams(CorecError):
+    """The params do not validate against the action's model.
+
+    ``details`` is a list of ``{"loc": "a.b", "msg": ..., "type": ...}``, one per problem.
+    """
+
+    wire_type = "invalid_params"
+    exit_code = EXIT_INVALID_COMMAND
+
+
+class HandlerError(CorecError):
+    """A handler failed. Processors raise this (or a subclass) for expected failures."""
+
+    wire_type = "handler_error"
+    exit_code = EXIT_HANDLER_ERROR
+
+
+class NotImplementedYet(HandlerError):
+    """An action is registered but its behaviour has not been built yet."""
+
+
+class HandlerTimeout(CorecError):
+    """A handler ran longer than its timeout."""
+
+    wire_type = "timeout"
+    exit_code = EXIT_HANDLER_ERROR
+
+
+class DeadLettered(CorecError):
+    """A command was delivered ``max_deliveries`` times and moved to the dead-letter stream."""
+
+    wire_type = "dead_letter"
+    exit_code = EXIT_HANDLER_ERROR
+
+
+class DependencyUnavailable(HandlerError):
+    """A dependency of a handler is down (counts towards the processor's circuit breaker).
+
+    Raise it from a handler when the failure is not the command's fault: the runtime leaves
+    the command pending instead of burning a delivery once the breaker opens.
+    """
+
+
+class ConfigError(CorecError):
+    """The configuration file or environment is invalid; ``details`` lists every problem."""
+
+    wire_type = "invalid_command"
+    exit_code = EXIT_CONFIG_ERROR
+
+
+class ProcessorError(CorecError):
+    """A processor could not be loaded or registered (only fatal with ``--strict``)."""
+
+    wire_type = "handler_error"
+    exit_code = EXIT_PROCESSOR_ERROR
+
+
+class ActionConflict(ProcessorError):
+    """Two processors claim one action and the config pins no winner."""
+
+    def __init__(self, action: str, first: str, second: str) -> None:
+        super().__init__(
+            f"action {action!r} is claimed by both {first} and {second}: uninstall one, or pin the "
+            f'winner in config: {{"kernel": {{"action_owners": {{"{action}": "<processor>"}}}}}}',
+            details={"action": action, "claimed_by": [first, second]},
+        )
+        self.action = action
+        self.claimants = (first, second)
+
+
+class RegistrationError(ProcessorError):
+    """A processor registered an action wrongly (sync handler, bad model, bad name...)."""
+
+
+class RedisUnavailable(CorecError):
+    """Redis (or the embedded Valkey) cannot be reached."""
+
+    wire_type = "handler_error"
+    exit_code = EXIT_REDIS_UNAVAILABLE
+
+
+class DatabaseUnavailable(DependencyUnavailable):
+    """The records database cannot be reached."""
+
+    exit_code = EXIT_DATABASE_UNAVAILABLE
+
+
+class StreamGone(CorecError):
+    """The consumer group or stream vanished (NOGROUP) and could not be re-created."""
+
+    wire_type = "handler_error"
+    exit_code = EXIT_REDIS_UNAVAILABLE
+
+
+def error_from_exception(exc: BaseException) -> CorecError:
+    """Map any exception a handler raised to a typed error (unexpected ones become handler_error)."""
+    if isinstance(exc, CorecError):
+        return exc
+    if isinstance(exc, TimeoutError):
+        return HandlerTimeout(str(exc) or "handler timed out")
+    return HandlerError(f"{type(exc).__name__}: {exc}", details={"exception": type(exc).__name__})

@@ -1,0 +1,121 @@
+"""The kernel: settings + processors + routing + dispatch, built once per process.
+
+``Kernel.build()`` is what the CLI, the CoreC adapter and the worker call. It loads processors
+(entry points unless given a manager), validates every config section, builds the routing
+table and reports every configuration problem at once.
+"""
+
+from __future__ import annotations
+
+import os
+import uuid
+from typing import TYPE_CHECKING, Any
+
+from .config import Settings, load_settings, raise_problems
+from .dispatch import Dispatcher
+from .plugins import ProcessorManager, env_flag, env_list
+
+if TYPE_CHECKING:
+    from pydantic import BaseModel
+
+    from .routing import RoutingTable
+
+
+class Kernel:
+    """One configured kernel. Handlers reach it as ``ctx.kernel``.
+
+    Attributes processors may use: ``settings`` (``settings.kernel`` is the kernel section),
+    ``processors`` (the :class:`ProcessorManager`), ``routing``, ``dispatcher``, and, when the
+    stream runtime runs, ``redis`` (a ``redis.asyncio.Redis``) and ``store`` (the record store).
+    """
+
+    def __init__(self, settings: Settings, processors: ProcessorManager) -> None:
+        self.settings = settings
+        self.processors = processors
+        self.routing: RoutingTable = processors.routing(settings.kernel.action_owners)
+        self.dispatcher = Dispatcher(self, self.routing)
+        self.redis: Any = None
+        self.store: Any = None
+        self.runtime: Any = None  # the Worker, when `corec-kit run` drives this kernel
+        self._started = False
+
+    @classmethod
+    def build(
+        cls,
+        config: str | os.PathLike[str] | None = None,
+        *,
+        processors: ProcessorManager | None = None,
+        overrides: dict[str, Any] | None = None,
+        strict: bool | None = None,
+        load: list[str] | None = None,
+        disable: list[str] | None = None,
+    ) -> Kernel:
+        """Load config and processors; raise ConfigError / ProcessorError / ActionConflict."""
+        settings = load_settings(config, overrides=overrides)
+        k = settings.kernel
+        if processors is None:
+            allow = load or env_list("COREC_LOAD_PROCESSORS") or k.load_processors
+            deny = set(disable or ()) | set(env_list("COREC_DISABLE_PROCESSORS") or ())
+            deny |= set(k.disable_processors)
+            processors = ProcessorManager(
+                allow=allow,
+                deny=deny,
+                strict=bool(strict) or env_flag("COREC_STRICT_PROCESSORS") or k.strict_processors,
+            )
+        processors.load()
+        problems = list(settings.problems)
+        problems += settings.validate_processors(processors.config_models())
+        raise_problems(problems)
+        return cls(settings, processors)
+
+    def processor_config(self, name: str) -> BaseModel | None:
+        return self.settings.processors.get(name)
+
+    async def start(self) -> None:
+        """Run the processors' start-up hooks (once); rebuild routing if one of them failed."""
+        if self._started:
+            return
+        self._started = True
+        before = {info.name for info in self.processors.loaded}
+        await self.processors.startup(self)
+        if {info.name for info in self.processors.loaded} != before:
+            self.routing = self.processors.routing(self.settings.kernel.action_owners)
+            self.dispatcher.routing = self.routing
+
+    async def stop(self) -> None:
+        if not self._started:
+            return
+        self._started = False
+        await self.processors.shutdown(self)
+        self.dispatcher.close()
+
+    async def __aenter__(self) -> Kernel:
+        await self.start()
+        return self
+
+    async def __aexit__(self, *exc: object) -> None:
+        await self.stop()
+
+    async def execute(self, command: dict[str, Any]) -> dict[str, Any]:
+        """Run one command envelope in-process (``exec``, CoreC adapter); returns the result."""
+        from .envelopes import check_shape
+        from .errors import InvalidCommand
+
+        try:
+            parsed = check_shape(dict(command))
+        except InvalidCommand as exc:
+            return {
+                "id": str(command.get("id") or ""),
+                "action": str(command.get("action") or ""),
+                "status": "error",
+                "result": None,
+                "error": exc.to_wire(),
+                "processor": None,
+                "attempt": 1,
+                "duration_ms": 0.0,
+                "entry_id": None,
+            }
+        if not parsed.get("id"):
+            parsed["id"] = f"exec-{uuid.uuid4().hex}"
+        envelope, _ = await self.dispatcher.dispatch(parsed)
+        return envelope

@@ -1,0 +1,184 @@
+"""The routing table: action -> (processor, handler, params model, options).
+
+Built once at start-up from every processor's :func:`corec_register_actions`; after that a
+command's route is one dict lookup.
+"""
+
+from __future__ import annotations
+
+import inspect
+import re
+from collections.abc import Callable, Iterator, Mapping
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Any
+
+from .errors import ActionConflict, RegistrationError, UnknownAction
+
+if TYPE_CHECKING:
+    from pydantic import BaseModel
+
+ACTION_NAME = re.compile(r"^[a-z][a-z0-9_.:-]{0,99}$")
+
+Handler = Callable[..., Any]
+
+
+@dataclass(slots=True)
+class ActionSpec:
+    """One routed action and everything dispatch needs to run it."""
+
+    action: str
+    processor: str
+    handler: Handler
+    params_model: type[BaseModel]
+    description: str = ""
+    timeout_s: float | None = None
+    blocking: bool = False
+    distribution: str | None = None
+    # Set once when the spec is made: validating is the hot path, so skip attribute lookups.
+    validate_python: Callable[[Any], Any] = field(init=False, repr=False)
+    validate_json: Callable[[Any], Any] = field(init=False, repr=False)
+
+    def __post_init__(self) -> None:
+        validator = self.params_model.__pydantic_validator__
+        self.validate_python = validator.validate_python
+        self.validate_json = validator.validate_json
+
+    @property
+    def claimed_by(self) -> str:
+        """``processor (distribution)`` as error messages name it."""
+        if self.distribution:
+            return f"{self.processor} ({self.distribution})"
+        return self.processor
+
+    def describe(self) -> dict[str, Any]:
+        """The JSON shown by ``corec-kit describe`` and the ``describe_action`` action."""
+        return {
+            "action": self.action,
+            "processor": self.processor,
+            "distribution": self.distribution,
+            "description": self.description,
+            "blocking": self.blocking,
+            "timeout_s": self.timeout_s,
+            "params_schema": self.params_model.model_json_schema(),
+        }
+
+
+class Register:
+    """The ``register`` callback handed to :func:`corec_register_actions`.
+
+    Collects one processor's claims; nothing reaches the routing table until the processor's
+    whole registration succeeded.
+    """
+
+    def __init__(self, processor: str, distribution: str | None = None) -> None:
+        self.processor = processor
+        self.distribution = distribution
+        self.specs: list[ActionSpec] = []
+
+    def __call__(
+        self,
+        action: str,
+        handler: Handler,
+        params: type[BaseModel] | None = None,
+        *,
+        description: str | None = None,
+        timeout_s: float | None = None,
+        blocking: bool = False,
+    ) -> None:
+        from pydantic import BaseModel
+
+        where = f"processor {self.processor!r}, action {action!r}"
+        if not isinstance(action, str) or not ACTION_NAME.match(action):
+            raise RegistrationError(
+                f"{where}: action names are lower-case identifiers matching {ACTION_NAME.pattern}"
+            )
+        if any(spec.action == action for spec in self.specs):
+            raise RegistrationError(f"{where}: registered twice by the same processor")
+        is_async = inspect.iscoroutinefunction(handler) or inspect.iscoroutinefunction(
+            getattr(handler, "__call__", None)  # noqa: B004 - async callable objects count too
+        )
+        if blocking and is_async:
+            raise RegistrationError(
+                f"{where}: blocking=True runs the handler in a thread; give a plain `def` handler"
+            )
+        if not blocking and not is_async:
+            raise RegistrationError(
+                f"{where}: handler {getattr(handler, '__qualname__', handler)!r} must be "
+                "`async def`; declare blocking=True to run a plain function in the thread pool"
+            )
+        if params is None:
+            params = _EmptyParams()
+        if not (isinstance(params, type) and issubclass(params, BaseModel)):
+            raise RegistrationError(f"{where}: params must be a pydantic BaseModel subclass")
+        if timeout_s is not None and timeout_s <= 0:
+            raise RegistrationError(f"{where}: timeout_s must be positive")
+        doc = description if description is not None else inspect.getdoc(handler) or ""
+        self.specs.append(
+            ActionSpec(
+                action=action,
+                processor=self.processor,
+                handler=handler,
+                params_model=params,
+                description=doc.strip().splitlines()[0] if doc.strip() else "",
+                timeout_s=timeout_s,
+                blocking=blocking,
+                distribution=self.distribution,
+            )
+        )
+
+
+_empty_model: type[BaseModel] | None = None
+
+
+def _EmptyParams() -> type[BaseModel]:  # noqa: N802 - reads as the model it returns
+    """A params model that accepts no params (shared by actions registered without one)."""
+    global _empty_model
+    if _empty_model is None:
+        from pydantic import BaseModel, ConfigDict
+
+        class NoParams(BaseModel):
+            model_config = ConfigDict(extra="forbid")
+
+        _empty_model = NoParams
+    return _empty_model
+
+
+class RoutingTable(Mapping[str, ActionSpec]):
+    """Immutable action -> :class:`ActionSpec` mapping; ``route`` raises :class:`UnknownAction`."""
+
+    def __init__(self, specs: Mapping[str, ActionSpec]) -> None:
+        self._specs = dict(specs)
+        self.route = self._route
+
+    def _route(self, action: str) -> ActionSpec:
+        try:
+            return self._specs[action]
+        except KeyError:
+            raise UnknownAction(action) from None
+
+    def __getitem__(self, action: str) -> ActionSpec:
+        return self._specs[action]
+
+    def __iter__(self) -> Iterator[str]:
+        return iter(self._specs)
+
+    def __len__(self) -> int:
+        return len(self._specs)
+
+    @classmethod
+    def build(cls, claims: list[Register], owners: Mapping[str, str] | None = None) -> RoutingTable:
+        """Merge each processor's claims; a conflict needs ``owners[action]`` to name the winner."""
+        owners = owners or {}
+        table: dict[str, ActionSpec] = {}
+        for claim in claims:
+            for spec in claim.specs:
+                current = table.get(spec.action)
+                if current is None:
+                    table[spec.action] = spec
+                    continue
+                winner = owners.get(spec.action)
+                if winner == spec.processor:
+                    table[spec.action] = spec
+                elif winner != current.processor:
+                    raise ActionConflict(spec.action, current.claimed_by, spec.claimed_by)
+        return cls(table)

@@ -1,0 +1,3 @@
+"""corec-generator processor for corec-plugin-kit."""
+
+__version__ = "0.1.0"

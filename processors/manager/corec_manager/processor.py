@@ -1,0 +1,95 @@
+"""The manager processor: operational actions, answered from the kernel's own state."""
+
+from __future__ import annotations
+
+import os
+import platform
+import socket
+import time
+from typing import Any
+
+from pydantic import BaseModel, ConfigDict, Field
+
+from corec_plugin_kit import CommandContext, hookimpl
+
+from . import __version__
+
+_STARTED = time.time()
+
+
+class NoParams(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+
+class PingParams(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    echo: Any = Field(None, description="returned unchanged in the result")
+
+
+class DescribeParams(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    action: str = Field(min_length=1, description="the action to describe")
+
+
+async def ping(params: PingParams, ctx: CommandContext) -> dict[str, Any]:
+    """Answer pong (liveness of the routing path)."""
+    return {"pong": True, "echo": params.echo, "key": ctx.key, "time": time.time()}
+
+
+async def list_processors(params: NoParams, ctx: CommandContext) -> list[dict[str, Any]]:
+    """List processors with their status, version and actions."""
+    return [info.as_dict() for info in ctx.kernel.processors.infos.values()]
+
+
+async def describe_action(params: DescribeParams, ctx: CommandContext) -> dict[str, Any]:
+    """Describe an action: its processor and the JSON Schema of its params."""
+    return ctx.kernel.routing.route(params.action).describe()
+
+
+async def health(params: NoParams, ctx: CommandContext) -> dict[str, Any]:
+    """Report process, processors, Redis and records health."""
+    kernel = ctx.kernel
+    infos = kernel.processors.infos.values()
+    report: dict[str, Any] = {
+        "status": "ok",
+        "host": socket.gethostname(),
+        "pid": os.getpid(),
+        "python": platform.python_version(),
+        "manager_version": __version__,
+        "uptime_s": round(time.time() - _STARTED, 3),
+        "processors": {
+            "loaded": sorted(i.name for i in infos if i.status == "loaded"),
+            "failed": sorted(i.name for i in infos if i.status == "failed"),
+            "disabled": sorted(i.name for i in infos if i.status == "disabled"),
+        },
+        "actions": len(kernel.routing),
+    }
+    if report["processors"]["failed"]:
+        report["status"] = "degraded"
+    if kernel.redis is not None:
+        try:
+            await kernel.redis.ping()
+            report["redis"] = "ok"
+        except Exception as exc:  # noqa: BLE001 - reported, not raised
+            report["redis"] = f"unreachable: {type(exc).__name__}: {exc}"
+            report["status"] = "degraded"
+    else:
+        report["redis"] = "not connected (in-process dispatch)"
+    if kernel.store is not None:
+        ok = await kernel.store.ping()
+        report["records"] = "ok" if ok else "unreachable"
+        if not ok:
+            report["status"] = "degraded"
+    else:
+        report["records"] = "off"
+    return report
+
+
+@hookimpl
+def corec_register_actions(register: Any) -> None:
+    register("ping", ping, PingParams)
+    register("list_processors", list_processors, NoParams)
+    register("describe_action", describe_action, DescribeParams)
+    register("health", health, NoParams)
