@@ -8,6 +8,7 @@ they need when they run, and each processor's commands are mounted as a lazy gro
 from __future__ import annotations
 
 import json
+import os
 import sys
 from collections.abc import Callable
 from typing import TYPE_CHECKING, Any, TypeVar
@@ -89,7 +90,8 @@ def get_state() -> State:
     ctx = click.get_current_context()
     state = ctx.find_object(State)
     if state is None:  # invoked without the top-level group (tests calling a subcommand)
-        state = ctx.ensure_object(lambda: State(None, False, False, (), ()))  # type: ignore[arg-type]
+        state = State(None, False, False, (), ())
+        ctx.obj = state
     return state
 
 
@@ -145,8 +147,30 @@ class ProcessorGroup(click.Group):
         return super().get_command(ctx, cmd_name)
 
 
+# Commands defined in other modules of the kit: name -> (module, attribute). Those modules import
+# only click at module level, so listing them in --help stays cheap.
+LAZY_COMMANDS = {
+    "run": ("corec_plugin_kit.runtime.cli", "run"),
+    "send": ("corec_plugin_kit.runtime.cli", "send"),
+    "history": ("corec_plugin_kit.storage.cli", "history"),
+}
+
+
 class KitGroup(click.Group):
     """Top-level group: built-in commands plus one lazy group per installed processor."""
+
+    def _lazy(self, name: str) -> click.Command | None:
+        spec = LAZY_COMMANDS.get(name)
+        if spec is None:
+            return None
+        from importlib import import_module
+
+        try:
+            command: click.Command = getattr(import_module(spec[0]), spec[1])
+        except (ImportError, AttributeError):
+            return None  # that part of the kit is not built into this install
+        self.commands[name] = command
+        return command
 
     def _processor_names(self) -> dict[str, str]:
         from .plugins import processor_entry_points
@@ -161,11 +185,16 @@ class KitGroup(click.Group):
         return names
 
     def list_commands(self, ctx: click.Context) -> list[str]:
+        for name in LAZY_COMMANDS:
+            self._lazy(name)
         return sorted(self.commands) + sorted(self._processor_names())
 
     def get_command(self, ctx: click.Context, cmd_name: str) -> click.Command | None:
         if cmd_name in self.commands:
             return self.commands[cmd_name]
+        lazy = self._lazy(cmd_name)
+        if lazy is not None:
+            return lazy
         help_text = self._processor_names().get(cmd_name)
         if help_text is None:
             return None
@@ -248,6 +277,14 @@ def _print_version(ctx: click.Context, _param: click.Parameter, value: bool) -> 
     metavar="NAME",
     help="Never load these processors (repeatable). [env: COREC_DISABLE_PROCESSORS=a,b]",
 )
+@click.option(
+    "--plugin",
+    "plugins",
+    multiple=True,
+    metavar="MODULE",
+    help="Also load this module as a processor, uninstalled (repeatable; [NAME=]MODULE). "
+    "[env: COREC_PLUGINS=a,b]",
+)
 @click.pass_context
 def cli(
     ctx: click.Context,
@@ -256,6 +293,7 @@ def cli(
     strict: bool,
     load: tuple[str, ...],
     disable: tuple[str, ...],
+    plugins: tuple[str, ...],
 ) -> None:
     """Run and inspect CoreC processors.
 
@@ -268,6 +306,9 @@ def cli(
         import logging
 
         logging.basicConfig(level=logging.DEBUG)
+    if plugins:
+        existing = os.environ.get("COREC_PLUGINS")
+        os.environ["COREC_PLUGINS"] = ",".join([*([existing] if existing else []), *plugins])
     ctx.obj = State(config, debug, strict, load, disable)
 
 

@@ -63,7 +63,7 @@ class KernelConfig(BaseModel):
     records: bool = Field(True, description="write a record per command (off only for benchmarks)")
     metrics_port: int = Field(8000, ge=0, le=65535, description="Prometheus port; 0 = off")
     metrics_addr: str = Field("127.0.0.1", description="address the metrics server binds")
-    concurrency: int = Field(64, ge=1, le=10_000, description="commands in flight per worker")
+    concurrency: int = Field(256, ge=1, le=10_000, description="commands in flight per worker")
     batch_size: int = Field(256, ge=1, le=10_000, description="entries per XREADGROUP")
     block_ms: int = Field(1000, ge=1, description="XREADGROUP BLOCK while idle")
     claim_idle_ms: int = Field(60_000, ge=1, description="idle time before XAUTOCLAIM reclaims")
@@ -74,6 +74,10 @@ class KernelConfig(BaseModel):
     stream_maxlen: int | None = Field(
         None, ge=1, description="approximate MAXLEN for result/dead-letter streams; None = no trim"
     )
+    trim_stream_in: bool = Field(
+        True, description="XTRIM MINID ~ stream_in below what every group has read and acked"
+    )
+    trim_interval_s: float = Field(10.0, gt=0, description="seconds between input trims")
     records_retention_days: float | None = Field(None, gt=0)
     circuit_breaker: CircuitBreakerConfig = Field(default_factory=CircuitBreakerConfig)
     state_dir: Path = Field(Path(".corec"), description="embedded Valkey socket, AOF, SQLite file")

@@ -98,26 +98,41 @@ class Dispatcher:
         except ValidationError as exc:
             raise invalid_params(exc, spec.action) from None
 
-    async def call(self, spec: ActionSpec, model: BaseModel, ctx: CommandContext) -> Any:
-        """Run the handler under its timeout; blocking handlers run in the thread pool."""
-        timeout = spec.timeout_s or self.default_timeout
+    async def call(
+        self, spec: ActionSpec, model: BaseModel, ctx: CommandContext, *, timeout: bool = True
+    ) -> Any:
+        """Run the handler under its timeout; blocking handlers run in the thread pool.
+
+        ``timeout=False`` leaves the timeout to the caller (the stream worker arms one timer
+        per command itself, which is cheaper than a timeout context per call).
+        """
         if spec.blocking:
             loop = asyncio.get_running_loop()
             fut = loop.run_in_executor(self.pool, functools.partial(spec.handler, model, ctx))
             aw: Any = fut
         else:
             aw = spec.handler(model, ctx)
+        if not timeout:
+            return await aw
+        seconds = self.timeout_for(spec)
         try:
             if _timeout is not None:
-                async with _timeout(timeout):
+                async with _timeout(seconds):
                     return await aw
-            return await asyncio.wait_for(aw, timeout)  # pragma: no cover - 3.10 only
+            return await asyncio.wait_for(aw, seconds)  # pragma: no cover - 3.10 only
         except TimeoutError:
-            raise HandlerTimeout(
-                f"{spec.action!r} did not finish within {timeout:g}s "
-                "(raise the action's timeout_s or kernel.handler_timeout_s)",
-                details={"timeout_s": timeout},
-            ) from None
+            raise self.timeout_error(spec) from None
+
+    def timeout_for(self, spec: ActionSpec) -> float:
+        return spec.timeout_s or self.default_timeout
+
+    def timeout_error(self, spec: ActionSpec) -> HandlerTimeout:
+        seconds = self.timeout_for(spec)
+        return HandlerTimeout(
+            f"{spec.action!r} did not finish within {seconds:g}s "
+            "(raise the action's timeout_s or kernel.handler_timeout_s)",
+            details={"timeout_s": seconds},
+        )
 
     async def dispatch(
         self,
@@ -125,6 +140,7 @@ class Dispatcher:
         *,
         entry_id: str | None = None,
         attempt: int = 1,
+        timeout: bool = True,
     ) -> tuple[dict[str, Any], CorecError | None]:
         """Run one command (``{action, params, id?, meta?}``) and build its result envelope.
 
@@ -150,7 +166,7 @@ class Dispatcher:
                 self.kernel.processor_config(spec.processor),
                 self.kernel,
             )
-            result = await self.call(spec, model, ctx)
+            result = await self.call(spec, model, ctx, timeout=timeout)
             if hasattr(result, "model_dump"):
                 result = result.model_dump(mode="json")
         except CorecError as exc:

@@ -39,6 +39,11 @@ class CorecError(Exception):
 
     wire_type: str = "handler_error"
     exit_code: int = EXIT_HANDLER_ERROR
+    #: True when retrying may succeed (a dependency down, a timeout, an unexpected exception):
+    #: the stream worker leaves the command pending for redelivery and counts the failure in the
+    #: processor's circuit breaker. False for a final answer (invalid input, a handler's own
+    #: HandlerError): the worker writes the error result and acknowledges.
+    transient: bool = False
 
     def __init__(self, message: str, *, details: Any = None) -> None:
         super().__init__(message)
@@ -95,6 +100,7 @@ class HandlerTimeout(CorecError):
 
     wire_type = "timeout"
     exit_code = EXIT_HANDLER_ERROR
+    transient = True
 
 
 class DeadLettered(CorecError):
@@ -110,6 +116,8 @@ class DependencyUnavailable(HandlerError):
     Raise it from a handler when the failure is not the command's fault: the runtime leaves
     the command pending instead of burning a delivery once the breaker opens.
     """
+
+    transient = True
 
 
 class ConfigError(CorecError):
@@ -169,4 +177,6 @@ def error_from_exception(exc: BaseException) -> CorecError:
         return exc
     if isinstance(exc, TimeoutError):
         return HandlerTimeout(str(exc) or "handler timed out")
-    return HandlerError(f"{type(exc).__name__}: {exc}", details={"exception": type(exc).__name__})
+    error = HandlerError(f"{type(exc).__name__}: {exc}", details={"exception": type(exc).__name__})
+    error.transient = True  # an unexpected exception may be a passing fault: retry it
+    return error

@@ -36,6 +36,7 @@ class Kernel:
         self.dispatcher = Dispatcher(self, self.routing)
         self.redis: Any = None
         self.store: Any = None
+        self.redis_handle: Any = None  # set by runtime.connection.kernel_redis
         self.runtime: Any = None  # the Worker, when `corec-kit run` drives this kernel
         self._started = False
 
@@ -88,6 +89,9 @@ class Kernel:
         self._started = False
         await self.processors.shutdown(self)
         self.dispatcher.close()
+        if self.redis_handle is not None:
+            handle, self.redis_handle, self.redis = self.redis_handle, None, None
+            await handle.close()
 
     async def __aenter__(self) -> Kernel:
         await self.start()

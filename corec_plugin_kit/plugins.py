@@ -207,6 +207,8 @@ class ProcessorManager:
             self._loaded = True
             return
         self._loaded = True
+        for spec in env_list("COREC_PLUGINS") or ():
+            self._load_module(spec)
         for ep in processor_entry_points():
             dist = getattr(ep, "dist", None)
             info = ProcessorInfo(
@@ -229,6 +231,34 @@ class ProcessorManager:
                 self._fail(info, f"import of {ep.value} failed: {type(exc).__name__}: {exc}")
                 continue
             self._add(info, plugin)
+
+    def _load_module(self, spec: str) -> None:
+        """Load ``[name=]module`` as a processor without installing it (``COREC_PLUGINS``, ``-p``).
+
+        For developing a processor: ``corec-kit -p my_proc exec my_action`` with the module on
+        ``sys.path`` (the current directory is added). The name defaults to the module's last
+        dotted part.
+        """
+        import importlib
+
+        name, _, module = spec.rpartition("=")
+        name = name or module.rsplit(".", 1)[-1]
+        if name in self.infos:
+            return
+        info = ProcessorInfo(name, module=module)
+        self.infos[name] = info
+        skip = self._wanted(name)
+        if skip:
+            info.status, info.reason = "disabled", skip
+            return
+        if "" not in sys.path and os.getcwd() not in sys.path:
+            sys.path.insert(0, os.getcwd())
+        try:
+            plugin = importlib.import_module(module)
+        except Exception as exc:  # noqa: BLE001 - any import error is the processor's
+            self._fail(info, f"import of {module} failed: {type(exc).__name__}: {exc}")
+            return
+        self._add(info, plugin)
 
     # ------------------------------------------------------------------ typed facade
 

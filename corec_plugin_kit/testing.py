@@ -113,3 +113,24 @@ def corec_cli(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[Calla
         return runner.invoke(cli, list(args), input=input, env=env, catch_exceptions=False)
 
     yield invoke
+
+
+# Stream fixtures of the runtime (kept in their own module, re-exported for pytest).
+from .runtime.testing import (  # noqa: E402
+    corec_redis,
+    corec_redis_url,
+    corec_streams,
+    corec_worker,
+)
+
+__all__ = [
+    "corec_cli",
+    "corec_exec",
+    "corec_kernel",
+    "corec_processors",
+    "corec_redis",
+    "corec_redis_url",
+    "corec_register",
+    "corec_streams",
+    "corec_worker",
+]

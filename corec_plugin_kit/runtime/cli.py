@@ -1,0 +1,114 @@
+"""``corec-kit run`` and ``corec-kit send``. Module level imports click only (fast --help)."""
+
+from __future__ import annotations
+
+import sys
+from typing import Any
+
+import click
+
+from ..cli import echo_json, get_state, parse_params, with_params
+
+
+def _asyncio_run(coro: Any) -> Any:
+    """Run on uvloop when it is installed (faster stream loop), else asyncio's own loop."""
+    try:
+        import uvloop
+    except ImportError:  # pragma: no cover - uvloop is a dependency on Linux/macOS
+        import asyncio
+
+        return asyncio.run(coro)
+    return uvloop.run(coro)
+
+
+@click.command("run")
+@click.option("--burst", is_flag=True, help="Exit 0 once no new or reclaimable entry is left.")
+@click.option("--concurrency", type=click.IntRange(1), help="Commands in flight (kernel.concurrency).")
+@click.option("--max-commands", type=click.IntRange(1), help="Stop after acknowledging N commands.")
+@click.option("--consumer", help="Consumer name in the group (default: host-pid).")
+@click.option("--quiet", "-q", is_flag=True, help="Do not print the summary at exit.")
+def run(
+    burst: bool, concurrency: int | None, max_commands: int | None, consumer: str | None, quiet: bool
+) -> None:
+    """Run the worker: read commands from stream_in, dispatch, write results.
+
+    Runs until SIGTERM or Ctrl-C (finishing in-flight commands within shutdown_grace_s, then
+    exit 0), or with --burst until the stream is drained. Start several to share the work: they
+    join one consumer group.
+    """
+    import logging
+
+    from .service import run_worker
+
+    state = get_state()
+    if not state.debug:
+        logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(message)s")
+    kernel = state.kernel()
+    stats = _asyncio_run(
+        run_worker(
+            kernel,
+            burst=burst,
+            max_commands=max_commands,
+            concurrency=concurrency,
+            consumer=consumer,
+            install_signals=True,
+        )
+    )
+    if not quiet:
+        summary = ", ".join(f"{k}={v}" for k, v in stats.as_dict().items())
+        click.echo(f"worker stopped: {summary}", err=True)
+
+
+@click.command("send")
+@click.argument("action")
+@with_params
+@click.option("--reply-to", help="Stream for the result (default: kernel.stream_out).")
+@click.option("--flat", is_flag=True, help="Send CoreC's flat fields instead of one payload field.")
+@click.option("--wait", is_flag=True, help="Wait for the result and print it.")
+@click.option("--timeout", default=30.0, show_default=True, help="Seconds --wait waits.")
+def send(
+    action: str,
+    pairs: tuple[str, ...],
+    params_json: str | None,
+    command_id: str | None,
+    reply_to: str | None,
+    flat: bool,
+    wait: bool,
+    timeout: float,
+) -> None:
+    """Queue one command on stream_in (XADD). Prints its id, or its result with --wait.
+
+    Exit codes with --wait are those of `exec` (0 ok, 1 handler error, 2 invalid command);
+    a result that does not arrive in time exits 1 and leaves the command queued.
+    """
+    from ..cli import WIRE_EXIT
+    from ..errors import EXIT_HANDLER_ERROR
+    from .ops import send_command
+
+    params = parse_params(pairs, params_json)
+    kernel = get_state().kernel()
+    outcome = _asyncio_run(
+        send_command(
+            kernel,
+            action,
+            params,
+            command_id=command_id,
+            reply_to=reply_to,
+            flat=flat,
+            wait=timeout if wait else None,
+        )
+    )
+    if not wait:
+        echo_json({"id": outcome["id"], "entry_id": outcome["entry_id"], "stream": outcome["stream"]})
+        return
+    result = outcome.get("result")
+    if result is None:
+        click.echo(
+            f"Error: no result for {outcome['id']} within {timeout:g}s; it stays queued "
+            "(is a worker running? start one with `corec-kit run`)",
+            err=True,
+        )
+        sys.exit(EXIT_HANDLER_ERROR)
+    echo_json(result)
+    if result.get("status") != "ok":
+        sys.exit(WIRE_EXIT.get((result.get("error") or {}).get("type", ""), EXIT_HANDLER_ERROR))

@@ -1,0 +1,206 @@
+"""Operations on the streams: send a command, stats, list and replay dead letters.
+
+Used by ``corec-kit send`` and by the manager processor's ``stats``, ``dlq_list`` and
+``dlq_replay`` actions (so they work from ``exec``, from the stream and from CoreC alike).
+"""
+
+from __future__ import annotations
+
+import time
+import uuid
+from collections.abc import Callable
+from typing import TYPE_CHECKING, Any
+
+import orjson
+
+from .connection import RedisHandle, kernel_redis
+
+if TYPE_CHECKING:
+    from ..kernel import Kernel
+
+DEAD_LETTER_FIELDS = {b"error", b"deliveries", b"last_consumer", b"failed_at"}
+
+
+def _s(value: Any) -> str:
+    return value.decode(errors="replace") if isinstance(value, bytes) else str(value)
+
+
+def _id_key(entry_id: str) -> tuple[int, int]:
+    ms, _, seq = entry_id.partition("-")
+    return int(ms), int(seq or 0)
+
+
+async def send_command(
+    kernel: Kernel,
+    action: str,
+    params: dict[str, Any],
+    *,
+    command_id: str | None = None,
+    reply_to: str | None = None,
+    flat: bool = False,
+    wait: float | None = None,
+) -> dict[str, Any]:
+    """XADD one command; with ``wait`` (seconds) also read its result from the reply stream."""
+    cfg = kernel.settings.kernel
+    key = command_id or uuid.uuid4().hex
+    reply = reply_to or cfg.stream_out
+    fields: dict[str, Any]
+    if flat:
+        fields = {"action": action, "params": orjson.dumps(params), "id": key}
+        if reply_to:
+            fields["reply_to"] = reply_to
+    else:
+        body: dict[str, Any] = {"action": action, "params": params, "id": key}
+        if reply_to:
+            body["reply_to"] = reply_to
+        fields = {"payload": orjson.dumps(body)}
+    handle = RedisHandle(cfg)
+    try:
+        redis = await handle.connect()
+        entry_id = _s(await redis.xadd(cfg.stream_in, fields))
+        outcome: dict[str, Any] = {"id": key, "entry_id": entry_id, "stream": cfg.stream_in}
+        if wait is not None:
+            outcome["result"] = await wait_for_result(redis, reply, key, entry_id, wait)
+        return outcome
+    finally:
+        await handle.close()
+
+
+async def wait_for_result(
+    redis: Any, stream: str, key: str, after: str, timeout: float
+) -> dict[str, Any] | None:
+    """Read ``stream`` from ``after`` (results of a command are newer than its entry)."""
+    deadline = time.monotonic() + timeout
+    last = after
+    while True:
+        left_ms = int((deadline - time.monotonic()) * 1000)
+        if left_ms <= 0:
+            return None
+        resp = await redis.xread({stream: last}, count=500, block=min(left_ms, 1000))
+        for _stream, entries in resp or []:
+            for entry_id, fields in entries:
+                last = _s(entry_id)
+                if _s(fields.get(b"id", b"")) == key:
+                    result: dict[str, Any] = orjson.loads(fields[b"payload"])
+                    return result
+
+
+async def stream_stats(kernel: Kernel) -> dict[str, Any]:
+    """Lag and pending of the group, stream lengths, breaker states, per-action counts."""
+    cfg = kernel.settings.kernel
+    redis = await kernel_redis(kernel)
+    out: dict[str, Any] = {"stream_in": cfg.stream_in, "group": cfg.group}
+    groups = []
+    if await redis.exists(cfg.stream_in):
+        groups = await redis.xinfo_groups(cfg.stream_in)
+    mine = next((g for g in groups if _s(g.get("name")) == cfg.group), None)
+    out["lag"] = mine.get("lag") if mine else None
+    out["pending"] = mine.get("pending") if mine else 0
+    out["consumers"] = mine.get("consumers") if mine else 0
+    out["lengths"] = {
+        name: await redis.xlen(name)
+        for name in (cfg.stream_in, cfg.stream_out, cfg.dead_letter_stream)
+    }
+    worker = kernel.runtime
+    out["breakers"] = (
+        {name: breaker.current() for name, breaker in worker.breakers.items()} if worker else {}
+    )
+    out["worker"] = worker.stats.as_dict() if worker else None
+    if kernel.store is not None:
+        out["actions"] = await kernel.store.counts()
+    else:
+        out["actions"] = None
+    return out
+
+
+def _decode_dead(entry_id: Any, fields: dict[Any, Any]) -> dict[str, Any]:
+    decoded = {_s(k): _s(v) for k, v in fields.items()}
+    error: Any = decoded.get("error")
+    try:
+        error = orjson.loads(error) if error else None
+    except orjson.JSONDecodeError:
+        pass
+    action = decoded.get("action")
+    if action is None and "payload" in decoded:
+        try:
+            action = orjson.loads(decoded["payload"]).get("action")
+        except (orjson.JSONDecodeError, AttributeError):
+            action = None
+    return {
+        "entry_id": _s(entry_id),
+        "action": action,
+        "error": error,
+        "deliveries": int(decoded.get("deliveries", "0") or 0),
+        "last_consumer": decoded.get("last_consumer"),
+        "failed_at": decoded.get("failed_at"),
+        "fields": {k: v for k, v in decoded.items() if k.encode() not in DEAD_LETTER_FIELDS},
+    }
+
+
+async def dlq_list(kernel: Kernel, limit: int = 100, start: str = "-") -> dict[str, Any]:
+    """The oldest ``limit`` dead letters from ``start`` (exclusive cursor with ``(``)."""
+    cfg = kernel.settings.kernel
+    redis = await kernel_redis(kernel)
+    rows = await redis.xrange(cfg.dead_letter_stream, min=start, max="+", count=limit)
+    entries = [_decode_dead(entry_id, fields) for entry_id, fields in rows]
+    total = await redis.xlen(cfg.dead_letter_stream)
+    cursor = f"({entries[-1]['entry_id']}" if len(entries) == limit else None
+    return {"stream": cfg.dead_letter_stream, "total": total, "entries": entries, "next": cursor}
+
+
+async def dlq_replay(
+    kernel: Kernel,
+    ids: list[str] | None = None,
+    *,
+    all_entries: bool = False,
+    keep: bool = False,
+    progress: Callable[[int], None] | None = None,
+) -> dict[str, Any]:
+    """Put dead letters back on ``stream_in`` (original fields), then delete them (unless keep).
+
+    Each entry's XADD and XDEL go in one MULTI, so a replayed entry is never lost or doubled.
+    """
+    cfg = kernel.settings.kernel
+    redis = await kernel_redis(kernel)
+    replayed: list[dict[str, str]] = []
+    missing: list[str] = []
+    if all_entries:
+        cursor = "-"
+        while True:
+            rows = await redis.xrange(cfg.dead_letter_stream, min=cursor, max="+", count=200)
+            if not rows:
+                break
+            await _replay_rows(redis, cfg, rows, keep, replayed, progress)
+            cursor = f"({_s(rows[-1][0])}"
+            if keep and len(rows) < 200:
+                break
+    else:
+        for entry_id in ids or []:
+            rows = await redis.xrange(cfg.dead_letter_stream, min=entry_id, max=entry_id)
+            if not rows:
+                missing.append(entry_id)
+                continue
+            await _replay_rows(redis, cfg, rows, keep, replayed, progress)
+    return {"replayed": replayed, "missing": missing, "stream_in": cfg.stream_in}
+
+
+async def _replay_rows(
+    redis: Any,
+    cfg: Any,
+    rows: list[Any],
+    keep: bool,
+    replayed: list[dict[str, str]],
+    progress: Callable[[int], None] | None,
+) -> None:
+    pipe = redis.pipeline(transaction=True)
+    for entry_id, fields in rows:
+        original = {k: v for k, v in fields.items() if k not in DEAD_LETTER_FIELDS}
+        pipe.xadd(cfg.stream_in, original)
+        if not keep:
+            pipe.xdel(cfg.dead_letter_stream, entry_id)
+    answers = await pipe.execute()
+    step = 1 if keep else 2
+    for index, (entry_id, _fields) in enumerate(rows):
+        replayed.append({"dead_entry_id": _s(entry_id), "new_entry_id": _s(answers[index * step])})
+    if progress is not None:
+        progress(len(rows))
