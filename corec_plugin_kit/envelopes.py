@@ -57,8 +57,16 @@ class Result(BaseModel):
 # --------------------------------------------------------------------------- wire helpers
 
 
-def _text(value: Any) -> str:
-    return value.decode() if isinstance(value, bytes) else str(value)
+def _text(value: Any, what: str = "") -> str:
+    """A field value as text; bytes that are not UTF-8 make the command invalid."""
+    if isinstance(value, bytes):
+        try:
+            return value.decode()
+        except UnicodeDecodeError:
+            if not what:
+                return value.decode(errors="replace")
+            raise InvalidCommand(f"`{what}` is not UTF-8 text") from None
+    return str(value)
 
 
 def parse_fields(fields: dict[Any, Any], max_bytes: int | None = None) -> dict[str, Any]:
@@ -95,11 +103,11 @@ def parse_fields(fields: dict[Any, Any], max_bytes: int | None = None) -> dict[s
                 f"entry is {size} bytes, over max_payload_bytes={max_bytes}",
                 details={"size": size, "max_payload_bytes": max_bytes},
             )
-    data = {"action": _text(action), "params": params if params is not None else b"{}"}
+    data = {"action": _text(action, "action"), "params": params if params is not None else b"{}"}
     for key in ("id", "reply_to"):
         value = fields.get(key.encode(), fields.get(key))
         if value is not None:
-            data[key] = _text(value)
+            data[key] = _text(value, key)
     return check_shape(data)
 
 

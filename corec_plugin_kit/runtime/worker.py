@@ -111,6 +111,7 @@ class Entry:
     params: Any = None
     task: asyncio.Task[Any] | None = None
     timed_out: bool = False
+    admitted: bool = False  # the breaker already let it in (a parked entry being retried)
 
 
 @dataclass
@@ -394,9 +395,14 @@ class Worker:
             self.inflight.pop(entry.entry_id, None)
             metrics.IN_FLIGHT.dec()
             raise
-        except Exception:  # pragma: no cover - a kit bug; keep the worker alive, retry later
-            log.exception("worker failed on entry %s; it stays pending", entry.entry_id)
-            self._finish(entry)
+        except Exception as exc:  # pragma: no cover - a kit bug: answer, dead-letter, go on
+            log.exception("worker failed on entry %s; dead-lettering it", entry.entry_id)
+            from ..errors import HandlerError
+
+            error = HandlerError(
+                f"internal error in the worker: {type(exc).__name__}: {exc} (please report it)"
+            )
+            self._answer_invalid(entry, error, time.perf_counter())
 
     async def _handle_inner(self, entry: Entry) -> None:
         start = time.perf_counter()
@@ -414,7 +420,8 @@ class Worker:
             return
         entry.processor = spec.processor
         breaker = self.breaker(spec.processor)
-        if not breaker.allow():
+        admitted, entry.admitted = entry.admitted, False
+        if not admitted and not breaker.allow():
             self._park(entry)
             return
         # One timer per command (cheaper than a timeout context): it cancels the task.
@@ -458,11 +465,12 @@ class Worker:
             return
         breaker.failure()
         self.metrics.finished(spec.processor, action, error.wire_type, seconds)
-        if entry.deliveries >= self.cfg.max_deliveries:
-            self._dead_letter(entry, envelope, error)
-        elif breaker.current() != "closed":
-            # The dependency looks down: hold the entry instead of burning its deliveries.
+        if breaker.current() != "closed":
+            # The processor's dependency looks down: hold the entry (its claim renewed, its
+            # delivery count untouched) and never dead-letter it for that.
             self._park(entry)
+        elif entry.deliveries >= self.cfg.max_deliveries:
+            self._dead_letter(entry, envelope, error)
         else:
             self.stats.retried += 1
             self._finish(entry)  # not acked: redelivered after claim_idle_ms
@@ -482,7 +490,8 @@ class Worker:
     ) -> None:
         envelope = {
             "id": (command or {}).get("id") or entry.entry_id,
-            "action": (command or {}).get("action") or _s(entry.fields.get(b"action", b"")),
+            "action": (command or {}).get("action")
+            or bytes(entry.fields.get(b"action", b"") or b"").decode(errors="replace")[:100],
             "status": "error",
             "result": None,
             "error": exc.to_wire(),
@@ -636,7 +645,7 @@ class Worker:
         pack = _pack
         data = b"".join([pack(command) for command in commands])
         pool = self.redis.connection_pool
-        conn = await pool.get_connection("MULTI")
+        conn = await pool.get_connection()
         # redis-py wraps each read in a timeout context; read the already-buffered +QUEUED
         # replies through its parser directly when it has one, under one timeout for all.
         parser = getattr(conn, "_parser", None)
@@ -726,6 +735,7 @@ class Worker:
             while queue and breaker.allow():
                 entry = queue.popleft()
                 entry.taken_at = time.monotonic()
+                entry.admitted = True
                 self._spawn(entry)
                 if breaker.current() != "closed":
                     break  # one probe at a time while half-open
