@@ -862,6 +862,7 @@ class Worker:
                 await self._release(ids)
             else:
                 await self.redis.xgroup_delconsumer(self.stream, self.group, self.consumer)
+            await self.trim_input()
 
 
 def _id_key(entry_id: str) -> tuple[int, int]:

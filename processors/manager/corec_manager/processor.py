@@ -93,3 +93,13 @@ def corec_register_actions(register: Any) -> None:
     register("list_processors", list_processors, NoParams)
     register("describe_action", describe_action, DescribeParams)
     register("health", health, NoParams)
+    from .operations import register_operations
+
+    register_operations(register)
+
+
+@hookimpl
+def corec_cli(group: Any) -> None:
+    from .operations import add_cli
+
+    add_cli(group)

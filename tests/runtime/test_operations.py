@@ -1,0 +1,137 @@
+"""Metrics endpoint, manager stats and dead-letter replay, ``send --wait`` over a real worker."""
+
+from __future__ import annotations
+
+import asyncio
+import socket
+import sys
+import urllib.request
+from typing import Any
+
+import orjson
+import pytest
+from conftest import payload, results
+
+import corec_manager.processor as manager
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+async def test_metrics_are_served_with_bounded_labels(
+    echo_kernel: Any, corec_redis: Any, corec_streams: dict[str, Any]
+) -> None:
+    from corec_plugin_kit.runtime.service import run_worker
+
+    port = free_port()
+    stream = corec_streams["stream_in"]
+    await corec_redis.xadd(stream, payload("echo", {"n": 1}, id="m1"))
+    for i in range(3):
+        await corec_redis.xadd(stream, payload(f"made_up_{i}", {}, id=f"u{i}"))
+    kernel = echo_kernel(metrics_port=port)
+    task = asyncio.ensure_future(run_worker(kernel))
+    try:
+        for _ in range(100):
+            if len(await results(corec_redis, corec_streams["stream_out"])) == 4:
+                break
+            await asyncio.sleep(0.05)
+        body = await asyncio.to_thread(
+            lambda: urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=5).read()
+        )
+    finally:
+        kernel.runtime.stop()
+        await asyncio.wait_for(task, 20)
+    text = body.decode()
+    assert 'corec_commands_total{action="echo",outcome="ok",processor="echo_proc"}' in text
+    # Unknown actions share one label value, whatever their names.
+    assert 'corec_commands_total{action="unknown",outcome="unknown_action",processor="none"}' in text
+    assert "made_up" not in text
+    assert 'corec_dead_letters_total{action="unknown"}' in text
+    assert "corec_command_duration_seconds_bucket" in text
+    assert 'corec_circuit_state{processor="echo_proc"} 0.0' in text
+    assert "corec_commands_in_flight" in text
+    for name in ("corec_stream_lag", "corec_pending_entries", "corec_redeliveries_total"):
+        assert name in text
+
+
+async def test_dead_letters_are_listed_and_replayed(
+    echo_kernel: Any,
+    corec_register: Any,
+    corec_redis: Any,
+    corec_streams: dict[str, Any],
+    corec_worker: Any,
+) -> None:
+    corec_register(manager, name="manager")
+    stream, dead = corec_streams["stream_in"], corec_streams["dead_letter_stream"]
+    await corec_redis.xadd(stream, payload("echo", {"n": "bad"}, id="bad1"))
+    await corec_redis.xadd(stream, payload("echo", {"n": "bad"}, id="bad2"))
+    kernel = echo_kernel()
+    await corec_worker(kernel)
+    assert await corec_redis.xlen(dead) == 2
+
+    async with kernel:
+        listed = await kernel.execute({"action": "dlq_list", "params": {"limit": 1}})
+        assert listed["status"] == "ok", listed
+        page = listed["result"]
+        assert page["total"] == 2 and len(page["entries"]) == 1
+        first = page["entries"][0]
+        assert first["action"] == "echo" and first["error"]["type"] == "invalid_params"
+        assert first["deliveries"] == 1
+        rest = await kernel.execute(
+            {"action": "dlq_list", "params": {"limit": 5, "start": page["next"]}}
+        )
+        assert [e["entry_id"] for e in rest["result"]["entries"]] != [first["entry_id"]]
+
+        bad = await kernel.execute({"action": "dlq_replay", "params": {}})
+        assert bad["error"]["type"] == "invalid_params"
+        replayed = await kernel.execute(
+            {"action": "dlq_replay", "params": {"ids": [first["entry_id"], "1-1"]}}
+        )
+        assert replayed["status"] == "ok"
+        assert len(replayed["result"]["replayed"]) == 1
+        assert replayed["result"]["missing"] == ["1-1"]
+        stats = await kernel.execute({"action": "stats", "params": {}})
+        assert stats["result"]["lengths"][dead] == 1
+        assert stats["result"]["lag"] == 1  # the replayed command waits on stream_in
+    assert await corec_redis.xlen(dead) == 1
+    # The replayed entry carries its original fields (and fails again the same way).
+    entries = await corec_redis.xrange(stream)
+    assert orjson.loads(entries[-1][1][b"payload"])["id"] == "bad1"
+    assert set(entries[-1][1]) == {b"payload"}
+
+
+@pytest.mark.timeout(60)
+async def test_send_wait_prints_the_result_of_a_running_worker(
+    corec_streams: dict[str, Any], tmp_path: Any
+) -> None:
+    from conftest import subprocess_env
+
+    env = subprocess_env(corec_streams)
+    worker = await asyncio.create_subprocess_exec(
+        sys.executable, "-m", "corec_plugin_kit", "run", "-q", env=env, cwd=tmp_path
+    )
+    try:
+        send = await asyncio.create_subprocess_exec(
+            sys.executable, "-m", "corec_plugin_kit", "send", "echo", "-p", "n:=5", "--id", "w1",
+            "--wait", "--timeout", "20",
+            env=env, cwd=tmp_path, stdout=asyncio.subprocess.PIPE,
+        )  # fmt: skip
+        out, _ = await asyncio.wait_for(send.communicate(), 30)
+        assert send.returncode == 0
+        answer = orjson.loads(out)
+        assert answer["id"] == "w1" and answer["result"] == {"n": 5, "text": ""}
+
+        bad = await asyncio.create_subprocess_exec(
+            sys.executable, "-m", "corec_plugin_kit", "send", "echo", "-p", "n=x", "--wait",
+            env=env, cwd=tmp_path, stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE,
+        )  # fmt: skip
+        out, err = await asyncio.wait_for(bad.communicate(), 30)
+        assert bad.returncode == 2
+        assert orjson.loads(out)["error"]["type"] == "invalid_params"
+        assert b"Traceback" not in err
+    finally:
+        worker.terminate()
+        assert await asyncio.wait_for(worker.wait(), 20) == 0
