@@ -18,7 +18,7 @@ COREC_TEST_POSTGRES_URL (default postgresql://postgres@127.0.0.1:5432/test).
 from __future__ import annotations
 
 import argparse
-import asyncio
+import contextlib
 import json
 import os
 import statistics
@@ -54,10 +54,8 @@ def raw_worker(url: str, stream: str, group: str, out: str) -> None:
 
     async def main() -> None:
         r = aioredis.from_url(url)
-        try:
+        with contextlib.suppress(aioredis.ResponseError):  # BUSYGROUP
             await r.xgroup_create(stream, group, id="0", mkstream=True)
-        except Exception:  # noqa: BLE001 - BUSYGROUP
-            pass
         while True:
             resp = await r.xreadgroup(group, "raw", {stream: ">"}, count=256)
             if not resp:
@@ -169,7 +167,7 @@ def scenario(kind: str, n: int, r: syncredis.Redis) -> dict[str, Any]:
             env = worker_env(streams, records, state)
             cmd = [*CORE_KIT, "run", "--burst", "-q"]
             count = 2 if kind == "two_workers" else 1
-            rss = run_children([(cmd + ["--consumer", f"w{i}"], env) for i in range(count)])
+            rss = run_children([([*cmd, "--consumer", f"w{i}"], env) for i in range(count)])
         rate = drain_rate(r, streams["stream_out"], n)
         pending = r.xpending(streams["stream_in"], streams["group"])["pending"]
         if pending:

@@ -26,7 +26,16 @@ STATE_VALUE = {CLOSED: 0, HALF_OPEN: 1, OPEN: 2}  # the corec_circuit_state gaug
 class CircuitBreaker:
     """One processor's breaker. Not thread-safe: used from the event loop only."""
 
-    __slots__ = ("_clock", "_opened_at", "_probing", "failures", "max_failures", "reset_timeout", "state", "on_change")
+    __slots__ = (
+        "_clock",
+        "_opened_at",
+        "_probing",
+        "failures",
+        "max_failures",
+        "on_change",
+        "reset_timeout",
+        "state",
+    )
 
     def __init__(
         self,

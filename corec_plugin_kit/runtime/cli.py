@@ -23,12 +23,18 @@ def _asyncio_run(coro: Any) -> Any:
 
 @click.command("run")
 @click.option("--burst", is_flag=True, help="Exit 0 once no new or reclaimable entry is left.")
-@click.option("--concurrency", type=click.IntRange(1), help="Commands in flight (kernel.concurrency).")
+@click.option(
+    "--concurrency", type=click.IntRange(1), help="Commands in flight (kernel.concurrency)."
+)
 @click.option("--max-commands", type=click.IntRange(1), help="Stop after acknowledging N commands.")
 @click.option("--consumer", help="Consumer name in the group (default: host-pid).")
 @click.option("--quiet", "-q", is_flag=True, help="Do not print the summary at exit.")
 def run(
-    burst: bool, concurrency: int | None, max_commands: int | None, consumer: str | None, quiet: bool
+    burst: bool,
+    concurrency: int | None,
+    max_commands: int | None,
+    consumer: str | None,
+    quiet: bool,
 ) -> None:
     """Run the worker: read commands from stream_in, dispatch, write results.
 
@@ -99,7 +105,9 @@ def send(
         )
     )
     if not wait:
-        echo_json({"id": outcome["id"], "entry_id": outcome["entry_id"], "stream": outcome["stream"]})
+        echo_json(
+            {"id": outcome["id"], "entry_id": outcome["entry_id"], "stream": outcome["stream"]}
+        )
         return
     result = outcome.get("result")
     if result is None:

@@ -21,7 +21,9 @@ DURATION = Histogram(
 )
 IN_FLIGHT = Gauge("corec_commands_in_flight", "Commands being handled by this worker")
 LAG = Gauge("corec_stream_lag", "Entries not yet delivered to the group", ["stream", "group"])
-PENDING = Gauge("corec_pending_entries", "Entries delivered but not acknowledged", ["stream", "group"])
+PENDING = Gauge(
+    "corec_pending_entries", "Entries delivered but not acknowledged", ["stream", "group"]
+)
 REDELIVERIES = Counter("corec_redeliveries", "Entries reclaimed from idle consumers")
 DEAD_LETTERS = Counter("corec_dead_letters", "Entries moved to the dead-letter stream", ["action"])
 CIRCUIT = Gauge("corec_circuit_state", "0 closed, 1 half-open, 2 open", ["processor"])

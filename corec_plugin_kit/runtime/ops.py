@@ -6,6 +6,7 @@ Used by ``corec-kit send`` and by the manager processor's ``stats``, ``dlq_list`
 
 from __future__ import annotations
 
+import contextlib
 import time
 import uuid
 from collections.abc import Callable
@@ -44,7 +45,7 @@ async def send_command(
     cfg = kernel.settings.kernel
     key = command_id or uuid.uuid4().hex
     reply = reply_to or cfg.stream_out
-    fields: dict[str, Any]
+    fields: dict[Any, Any]
     if flat:
         fields = {"action": action, "params": orjson.dumps(params), "id": key}
         if reply_to:
@@ -116,10 +117,8 @@ async def stream_stats(kernel: Kernel) -> dict[str, Any]:
 def _decode_dead(entry_id: Any, fields: dict[Any, Any]) -> dict[str, Any]:
     decoded = {_s(k): _s(v) for k, v in fields.items()}
     error: Any = decoded.get("error")
-    try:
+    with contextlib.suppress(orjson.JSONDecodeError):
         error = orjson.loads(error) if error else None
-    except orjson.JSONDecodeError:
-        pass
     action = decoded.get("action")
     if action is None and "payload" in decoded:
         try:

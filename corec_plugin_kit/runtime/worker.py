@@ -28,6 +28,7 @@ import signal
 import sys
 import time
 from collections import deque
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from typing import TYPE_CHECKING, Any
@@ -36,7 +37,7 @@ from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import ResponseError
 from redis.exceptions import TimeoutError as RedisTimeoutError
 
-from ..envelopes import dumps, parse_fields, result_fields
+from ..envelopes import dumps, parse_fields
 from ..errors import (
     CorecError,
     DatabaseUnavailable,
@@ -66,6 +67,7 @@ else:  # pragma: no cover - 3.10 only
     async def _timeout_ctx(seconds: float) -> Any:
         yield
 
+
 if sys.version_info >= (3, 12):
 
     def _start(coro: Any) -> asyncio.Task[Any]:
@@ -76,6 +78,7 @@ else:  # pragma: no cover - version dependent
     _start = asyncio.ensure_future
 
 
+_pack: Callable[[tuple[Any, ...]], bytes]
 try:
     from hiredis import pack_command as _pack
 except ImportError:  # pragma: no cover - hiredis is a dependency (redis[hiredis])
@@ -425,9 +428,7 @@ class Worker:
             self._park(entry)
             return
         # One timer per command (cheaper than a timeout context): it cancels the task.
-        timer = self._loop.call_later(
-            self.dispatcher.timeout_for(spec), self._timed_out, entry
-        )
+        timer = self._loop.call_later(self.dispatcher.timeout_for(spec), self._timed_out, entry)
         try:
             envelope, error = await self.dispatcher.dispatch(
                 command, entry_id=entry.entry_id, attempt=entry.deliveries, timeout=False
@@ -500,7 +501,8 @@ class Worker:
             "duration_ms": round((time.perf_counter() - start) * 1000, 3),
             "entry_id": entry.entry_id,
         }
-        self.metrics.finished(None, envelope["action"], exc.wire_type, time.perf_counter() - start)
+        action = str(envelope["action"])
+        self.metrics.finished(None, action, exc.wire_type, time.perf_counter() - start)
         self._answer(entry, envelope, dead=True)
 
     def _answer(self, entry: Entry, envelope: dict[str, Any], *, dead: bool = False) -> None:
@@ -673,11 +675,11 @@ class Worker:
 
     async def _commit_loop(self) -> None:
         while True:
-            await self._done_event.wait()
-            self._done_event.clear()
             if not self._done:
                 if self._stopping.is_set() and not self.inflight:
-                    return
+                    return  # shutting down and nothing left to commit
+                await self._done_event.wait()
+                self._done_event.clear()
                 continue
             batch, self._done = self._done, []
             self._committing = len(batch)
@@ -845,8 +847,8 @@ class Worker:
             await asyncio.wait_for(committer, timeout=max(0.1, grace) + 5)
         except (asyncio.TimeoutError, TimeoutError):
             committer.cancel()
-        except Exception:  # noqa: BLE001 - already reported by run()
-            pass
+        except Exception:
+            log.debug("committer ended with an error", exc_info=True)
         maintainer.cancel()
         with contextlib.suppress(asyncio.CancelledError, Exception):
             await maintainer

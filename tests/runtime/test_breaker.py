@@ -1,4 +1,4 @@
-"""Circuit breaker: transitions on a fake clock, and no deliveries burned while a dependency is down."""
+"""Circuit breaker: fake-clock transitions; no delivery burned while a dependency is down."""
 
 from __future__ import annotations
 

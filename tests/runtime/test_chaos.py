@@ -104,7 +104,11 @@ def sync_redis(corec_redis_url: str) -> Iterator[syncredis.Redis]:
 def test_sigkill_with_hundreds_in_flight_loses_nothing(
     sync_redis: syncredis.Redis, corec_streams: dict[str, Any]
 ) -> None:
-    stream, group, out = corec_streams["stream_in"], corec_streams["group"], corec_streams["stream_out"]
+    stream, group, out = (
+        corec_streams["stream_in"],
+        corec_streams["group"],
+        corec_streams["stream_out"],
+    )
     preload(sync_redis, stream, 800, "sleep", {"seconds": 0.4})
     env = subprocess_env(corec_streams, claim_idle_ms=1000, concurrency=400)
     first = start_worker(env, "--consumer", "A")
@@ -128,7 +132,11 @@ def test_sigkill_with_hundreds_in_flight_loses_nothing(
 def test_a_worker_killed_during_a_reclaim_does_not_stop_later_reclaims(
     sync_redis: syncredis.Redis, corec_streams: dict[str, Any]
 ) -> None:
-    stream, group, out = corec_streams["stream_in"], corec_streams["group"], corec_streams["stream_out"]
+    stream, group, out = (
+        corec_streams["stream_in"],
+        corec_streams["group"],
+        corec_streams["stream_out"],
+    )
     preload(sync_redis, stream, 200, "sleep", {"seconds": 3})
     env = subprocess_env(corec_streams, claim_idle_ms=800, concurrency=400)
     first = start_worker(env, "--consumer", "A")
@@ -152,7 +160,11 @@ def test_a_worker_killed_during_a_reclaim_does_not_stop_later_reclaims(
 def test_sigterm_finishes_in_flight_work_exits_0_and_leaves_nothing_owned(
     sync_redis: syncredis.Redis, corec_streams: dict[str, Any]
 ) -> None:
-    stream, group, out = corec_streams["stream_in"], corec_streams["group"], corec_streams["stream_out"]
+    stream, group, out = (
+        corec_streams["stream_in"],
+        corec_streams["group"],
+        corec_streams["stream_out"],
+    )
     preload(sync_redis, stream, 60, "sleep", {"seconds": 0.5})
     env = subprocess_env(corec_streams, shutdown_grace_s=10, concurrency=100)
     worker = start_worker(env, "--consumer", "T")
@@ -170,7 +182,11 @@ def test_sigterm_finishes_in_flight_work_exits_0_and_leaves_nothing_owned(
 def test_sigterm_past_the_grace_period_releases_unfinished_work(
     sync_redis: syncredis.Redis, corec_streams: dict[str, Any]
 ) -> None:
-    stream, group, out = corec_streams["stream_in"], corec_streams["group"], corec_streams["stream_out"]
+    stream, group, out = (
+        corec_streams["stream_in"],
+        corec_streams["group"],
+        corec_streams["stream_out"],
+    )
     preload(sync_redis, stream, 20, "sleep", {"seconds": 30})
     env = subprocess_env(corec_streams, shutdown_grace_s=0.5, claim_idle_ms=60_000)
     worker = start_worker(env, "--consumer", "G")
@@ -187,7 +203,11 @@ def test_sigterm_past_the_grace_period_releases_unfinished_work(
 def test_two_workers_share_the_group_without_duplicates(
     sync_redis: syncredis.Redis, corec_streams: dict[str, Any]
 ) -> None:
-    stream, group, out = corec_streams["stream_in"], corec_streams["group"], corec_streams["stream_out"]
+    stream, group, out = (
+        corec_streams["stream_in"],
+        corec_streams["group"],
+        corec_streams["stream_out"],
+    )
     preload(sync_redis, stream, 3000, "sleep", {"seconds": 0.001})
     env = subprocess_env(corec_streams, batch_size=50)
     sync_redis.xgroup_create(stream, group, id="0")
@@ -257,9 +277,7 @@ def cpu_seconds(pid: int) -> float:
 
 
 @pytest.mark.parametrize("empty", [False, True], ids=["restarted", "restarted-empty"])
-def test_redis_restarted_mid_run_recovers_without_a_busy_loop(
-    tmp_path: Path, empty: bool
-) -> None:
+def test_redis_restarted_mid_run_recovers_without_a_busy_loop(tmp_path: Path, empty: bool) -> None:
     server = Server(tmp_path)
     server.start()
     streams = {

@@ -9,7 +9,6 @@ import sys
 import time
 from pathlib import Path
 
-
 import orjson
 import pytest
 import redis as syncredis
@@ -131,5 +130,3 @@ def test_check_reports_each_dependency(tmp_path: Path, corec_redis_url: str) -> 
     cfg = kit(tmp_path, "check", str(broken))
     assert cfg.returncode == 3
     assert "kernel.concurrency" in cfg.stdout and "kernel.batch_size" in cfg.stdout
-
-

@@ -8,11 +8,10 @@ import sys
 import urllib.request
 from typing import Any
 
+import corec_manager.processor as manager
 import orjson
 import pytest
 from conftest import payload, results
-
-import corec_manager.processor as manager
 
 
 def free_port() -> int:
@@ -47,7 +46,9 @@ async def test_metrics_are_served_with_bounded_labels(
     text = body.decode()
     assert 'corec_commands_total{action="echo",outcome="ok",processor="echo_proc"}' in text
     # Unknown actions share one label value, whatever their names.
-    assert 'corec_commands_total{action="unknown",outcome="unknown_action",processor="none"}' in text
+    assert (
+        'corec_commands_total{action="unknown",outcome="unknown_action",processor="none"}' in text
+    )
     assert "made_up" not in text
     assert 'corec_dead_letters_total{action="unknown"}' in text
     assert "corec_command_duration_seconds_bucket" in text

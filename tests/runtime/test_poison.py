@@ -1,4 +1,4 @@
-"""Bad input on the stream: each form gets its typed result and a dead letter; the worker goes on."""
+"""Bad input on the stream: each form gets its typed result and a dead letter; work goes on."""
 
 from __future__ import annotations
 
@@ -83,7 +83,9 @@ value = st.one_of(
         ),
     ),
 )
-entries = st.lists(st.dictionaries(field_text, value, min_size=1, max_size=4), min_size=1, max_size=8)
+entries = st.lists(
+    st.dictionaries(field_text, value, min_size=1, max_size=4), min_size=1, max_size=8
+)
 
 
 @settings(

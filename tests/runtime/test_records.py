@@ -1,4 +1,4 @@
-"""Records through the stream: idempotent on the command key, and a database outage loses nothing."""
+"""Records through the stream: idempotent on the command key; a database outage loses nothing."""
 
 from __future__ import annotations
 
@@ -8,7 +8,6 @@ from typing import Any
 
 import pytest
 from conftest import payload, pending, results
-
 from pydantic import SecretStr
 
 from corec_plugin_kit.storage import open_store

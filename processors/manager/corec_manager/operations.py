@@ -110,7 +110,8 @@ def add_cli(group: click.Group) -> None:
         for entry in page["entries"]:
             error = entry["error"] or {}
             click.echo(
-                f"{entry['entry_id']}  {entry['action'] or '?':<20} deliveries={entry['deliveries']}"
+                f"{entry['entry_id']}  {entry['action'] or '?':<20} "
+                f"deliveries={entry['deliveries']}"
                 f"  {error.get('type', '?')}: {error.get('message', '')}"
             )
         click.echo(f"{len(page['entries'])} shown of {page['total']} in {page['stream']}")
@@ -131,10 +132,14 @@ def add_cli(group: click.Group) -> None:
             raise click.UsageError("name dead-letter entry ids, or pass --all")
         total = len(ids) or run(kernel, lambda: list_dead(kernel, 1))["total"]
 
-        with click.progressbar(length=total, label="replaying", file=click.get_text_stream("stderr")) as bar:
+        with click.progressbar(
+            length=total, label="replaying", file=click.get_text_stream("stderr")
+        ) as bar:
             outcome = run(
                 kernel,
-                lambda: replay(kernel, list(ids), all_entries=all_entries, keep=keep, progress=bar.update),
+                lambda: replay(
+                    kernel, list(ids), all_entries=all_entries, keep=keep, progress=bar.update
+                ),
             )
         click.echo(f"replayed {len(outcome['replayed'])} onto {outcome['stream_in']}")
         if outcome["missing"]:
