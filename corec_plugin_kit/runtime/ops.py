@@ -109,6 +109,16 @@ async def stream_stats(kernel: Kernel) -> dict[str, Any]:
     out["worker"] = worker.stats.as_dict() if worker else None
     if kernel.store is not None:
         out["actions"] = await kernel.store.counts()
+    elif cfg.records:
+        # Outside the worker (exec, CoreC adapter): read the records directly.
+        from ..storage import open_store
+
+        store = open_store(cfg)
+        await store.open()
+        try:
+            out["actions"] = await store.counts()
+        finally:
+            await store.close()
     else:
         out["actions"] = None
     return out
