@@ -5,7 +5,8 @@ Not a test: it prints a table. Workload: batches of 256 records (the runtime's d
 (inserts), then the same keys again (the upsert path a redelivery takes). PostgreSQL is
 measured with each write method (unnest, executemany, COPY into a staging table); rounds are
 interleaved so that a noisy neighbour on a shared machine hurts every method alike; the median
-round of each is reported (and the best, for the ceiling).
+round of each is reported (and the best, for the ceiling). A second, paired measurement then
+alternates the PostgreSQL methods batch by batch, the fairest comparison on a busy machine.
 
     python benchmarks/bench_storage.py                   # 40 batches x 256, 5 rounds
     python benchmarks/bench_storage.py --batches 10 --rounds 1
@@ -148,6 +149,48 @@ async def main(args: argparse.Namespace) -> None:
     if len(pg) > 1:
         winner = max(pg, key=lambda k: pg[k][0] + pg[k][1])
         print(f"\nfastest PostgreSQL method here: {winner.split(':')[1]}")
+    if args.paired and any(s.startswith("postgresql") for s in scenarios):
+        await paired(args.paired, args.batch_size)
+
+
+async def paired(batches_n: int, size: int) -> None:
+    """PostgreSQL methods batch by batch in alternation: noise on a shared machine hits all alike.
+
+    Each method writes to its own fresh schema; per-batch times are compared by median and
+    10th percentile (the p10 is the closest to the uncontended cost).
+    """
+    methods = ["unnest", "copy", "executemany"]
+    stores: dict[str, tuple[PostgresStore, str]] = {}
+    try:
+        for method in methods:
+            schema = f"corec_bench_{uuid.uuid4().hex[:8]}"
+            await pg_schema("create", schema)
+            store = PostgresStore(
+                PG_URL,
+                server_settings={"search_path": schema},
+                write_method=method,  # type: ignore[arg-type]
+            )
+            stores[method] = (store, schema)
+            await store.open()
+        work = {m: make_batches(batches_n, size, m) for m in methods}
+        times: dict[str, list[float]] = {m: [] for m in methods}
+        for i in range(batches_n):
+            for method in methods if i % 2 else methods[::-1]:
+                start = time.perf_counter()
+                await stores[method][0].write_batch(work[method][i])
+                times[method].append(time.perf_counter() - start)
+        print(f"\nPostgreSQL, alternating batch by batch ({batches_n} batches of {size} each)")
+        print(f"{'method':<14}{'median ms/batch':>16}{'p10 ms/batch':>14}{'median rec/s':>14}")
+        print("-" * 58)
+        for method in methods:
+            ts = sorted(times[method])
+            med = statistics.median(ts)
+            p10 = ts[len(ts) // 10]
+            print(f"{method:<14}{1000 * med:>16.2f}{1000 * p10:>14.2f}{size / med:>14,.0f}")
+    finally:
+        for store, schema in stores.values():
+            await store.close()
+            await pg_schema("drop", schema)
 
 
 def parse(argv: list[str] | None = None) -> argparse.Namespace:
@@ -155,6 +198,13 @@ def parse(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--batches", type=int, default=40, help="batches per measurement")
     parser.add_argument("--batch-size", type=int, default=256)
     parser.add_argument("--rounds", type=int, default=5, help="interleaved rounds (median)")
+    parser.add_argument(
+        "--paired",
+        type=int,
+        default=150,
+        metavar="N",
+        help="then N batches per PostgreSQL method, alternating batch by batch (0 = skip)",
+    )
     parser.add_argument("--only", help="comma list of prefixes: sqlite,postgresql:copy,...")
     return parser.parse_args(argv)
 
