@@ -25,6 +25,8 @@ from .errors import (
 )
 
 if TYPE_CHECKING:
+    from click.shell_completion import CompletionItem
+
     from .kernel import Kernel
 
 F = TypeVar("F", bound=Callable[..., Any])
@@ -58,16 +60,24 @@ class State:
         self._processors: Any = None
 
     def processors(self) -> Any:
-        """A loaded ProcessorManager honouring --load/--disable/--strict (no config needed)."""
+        """A loaded ProcessorManager honouring --load/--disable/--strict, env and config.
+
+        The kernel built later by :meth:`kernel` reuses it, so registration hooks run once. A
+        config that does not validate is not an obstacle here (``list-processors`` must work to
+        diagnose it); the kernel reports it.
+        """
         if self._kernel is not None:
             return self._kernel.processors
         if self._processors is None:
-            from .plugins import ProcessorManager, env_flag, env_list
+            from .config import load_settings
+            from .kernel import manager_for
 
-            self._processors = ProcessorManager(
-                allow=self.load or env_list("COREC_LOAD_PROCESSORS"),
-                deny=set(self.disable) | set(env_list("COREC_DISABLE_PROCESSORS") or ()),
-                strict=self.strict or env_flag("COREC_STRICT_PROCESSORS"),
+            try:
+                settings = load_settings(self.config)
+            except CorecError:
+                settings = None
+            self._processors = manager_for(
+                settings, strict=self.strict or None, load=self.load, disable=self.disable
             )
             self._processors.load()
         return self._processors
@@ -78,6 +88,7 @@ class State:
 
             self._kernel = Kernel.build(
                 self.config,
+                processors=self._processors,
                 strict=self.strict or None,
                 load=self.load,
                 disable=self.disable,
@@ -147,13 +158,37 @@ class ProcessorGroup(click.Group):
         return super().get_command(ctx, cmd_name)
 
 
-# Commands defined in other modules of the kit: name -> (module, attribute). Those modules import
-# only click at module level, so listing them in --help stays cheap.
+# Commands defined in other modules of the kit: name -> (module, attribute, summary). They are
+# imported only when run (or when their own --help is asked for); `corec-kit --help` and shell
+# completion show the summary, which a test keeps equal to the command's first help line.
 LAZY_COMMANDS = {
-    "run": ("corec_plugin_kit.runtime.cli", "run"),
-    "send": ("corec_plugin_kit.runtime.cli", "send"),
-    "history": ("corec_plugin_kit.storage.cli", "history"),
+    "run": (
+        "corec_plugin_kit.runtime.cli",
+        "run",
+        "Run the worker: read commands from stream_in, dispatch, write results.",
+    ),
+    "send": (
+        "corec_plugin_kit.runtime.cli",
+        "send",
+        "Queue one command on stream_in (XADD). Prints its id, or its result with --wait.",
+    ),
+    "history": (
+        "corec_plugin_kit.storage.cli",
+        "history",
+        "Show command records (newest first) from the records database.",
+    ),
 }
+
+
+def _entry_points() -> list[Any]:
+    """The ``corec.processors`` entry points, sorted by name.
+
+    The same list as :func:`corec_plugin_kit.plugins.processor_entry_points`, read without
+    importing the processor manager (pluggy, routing): ``--help`` and completion only need names.
+    """
+    from importlib import metadata
+
+    return sorted(metadata.entry_points(group="corec.processors"), key=lambda ep: ep.name)
 
 
 class KitGroup(click.Group):
@@ -173,10 +208,8 @@ class KitGroup(click.Group):
         return command
 
     def _processor_names(self) -> dict[str, str]:
-        from .plugins import processor_entry_points
-
         names = {}
-        for ep in processor_entry_points():
+        for ep in _entry_points():
             if ep.name in self.commands:
                 continue
             dist = getattr(ep, "dist", None)
@@ -185,9 +218,39 @@ class KitGroup(click.Group):
         return names
 
     def list_commands(self, ctx: click.Context) -> list[str]:
-        for name in LAZY_COMMANDS:
-            self._lazy(name)
-        return sorted(self.commands) + sorted(self._processor_names())
+        return sorted(set(self.commands) | set(LAZY_COMMANDS)) + sorted(self._processor_names())
+
+    def _summaries(self, ctx: click.Context, names: list[str], limit: int) -> list[tuple[str, str]]:
+        """(name, short help) of these commands, without importing the lazy ones."""
+        rows = []
+        for name in names:
+            if name in LAZY_COMMANDS and name not in self.commands:
+                summary = click.Command(name, help=LAZY_COMMANDS[name][2])
+                rows.append((name, summary.get_short_help_str(limit)))
+                continue
+            command = self.get_command(ctx, name)
+            if command is not None and not command.hidden:
+                rows.append((name, command.get_short_help_str(limit)))
+        return rows
+
+    def format_commands(self, ctx: click.Context, formatter: click.HelpFormatter) -> None:
+        names = self.list_commands(ctx)
+        rows = self._summaries(ctx, names, formatter.width - 6 - max(map(len, names)))
+        if rows:
+            with formatter.section("Commands"):
+                formatter.write_dl(rows)
+
+    def shell_complete(self, ctx: click.Context, incomplete: str) -> list[CompletionItem]:
+        from click.shell_completion import CompletionItem
+
+        items = [
+            CompletionItem(name, help=text)
+            for name, text in self._summaries(
+                ctx, [n for n in self.list_commands(ctx) if n.startswith(incomplete)], 45
+            )
+        ]
+        items.extend(click.Command.shell_complete(self, ctx, incomplete))
+        return items
 
     def get_command(self, ctx: click.Context, cmd_name: str) -> click.Command | None:
         if cmd_name in self.commands:
@@ -227,10 +290,8 @@ class KitGroup(click.Group):
 
 
 def _version_message() -> str:
-    from .plugins import processor_entry_points
-
     lines = [f"{PROG} {__version__} (corec-plugin-kit, Python {sys.version.split()[0]})"]
-    for ep in processor_entry_points():
+    for ep in _entry_points():
         dist = getattr(ep, "dist", None)
         version = f"{dist.metadata['Name']} {dist.version}" if dist is not None else "?"
         lines.append(f"  {ep.name}: {version}")

@@ -44,11 +44,14 @@ class CircuitBreakerConfig(BaseModel):
 class KernelConfig(BaseModel):
     """The ``kernel`` section. Key names follow the original CoreC plugin guide."""
 
-    model_config = ConfigDict(extra="forbid")
+    # Environment values are parsed as JSON, so COREC_KERNEL__GROUP=7 arrives as a number.
+    model_config = ConfigDict(extra="forbid", coerce_numbers_to_str=True)
 
     stream_in: str = Field("corec:commands", min_length=1, description="stream commands arrive on")
     stream_out: str = Field("corec:results", min_length=1, description="default reply stream")
-    dead_letter_stream: str = Field("corec:dead", min_length=1)
+    dead_letter_stream: str = Field(
+        "corec:dead", min_length=1, description="stream of commands that exhausted max_deliveries"
+    )
     group: str = Field("corec", min_length=1, description="consumer group name")
     consumer: str | None = Field(None, description="consumer name; default host-pid")
     group_start_id: str = Field(
@@ -78,8 +81,13 @@ class KernelConfig(BaseModel):
         True, description="XTRIM MINID ~ stream_in below what every group has read and acked"
     )
     trim_interval_s: float = Field(10.0, gt=0, description="seconds between input trims")
-    records_retention_days: float | None = Field(None, gt=0)
-    circuit_breaker: CircuitBreakerConfig = Field(default_factory=CircuitBreakerConfig)
+    records_retention_days: float | None = Field(
+        None, gt=0, description="`history --purge` deletes older records; None = keep all"
+    )
+    circuit_breaker: CircuitBreakerConfig = Field(
+        default_factory=lambda: CircuitBreakerConfig.model_validate({}),
+        description="max_failures, reset_timeout",
+    )
     state_dir: Path = Field(Path(".corec"), description="embedded Valkey socket, AOF, SQLite file")
     load_processors: list[str] | None = Field(None, description="allowlist of processor names")
     disable_processors: list[str] = Field(default_factory=list, description="blocklist")
@@ -97,6 +105,37 @@ class KernelConfig(BaseModel):
 
     def consumer_name(self) -> str:
         return self.consumer or f"{socket.gethostname()}-{os.getpid()}"
+
+
+def _default_text(value: Any) -> str:
+    if isinstance(value, Path):
+        value = str(value)
+    return f"`{json.dumps(value)}`"
+
+
+def kernel_keys_table() -> str:
+    """The Markdown table of every kernel key, its default and its variable (docs/configuration.md).
+
+    Generated from :class:`KernelConfig` so the documentation cannot miss a key; a test compares
+    the page with this output.
+    """
+    rows = ["| key | default | environment variable | meaning |", "|---|---|---|---|"]
+
+    def add(model: type[BaseModel], prefix: str) -> None:
+        for name, info in model.model_fields.items():
+            key = f"{prefix}{name}"
+            annotation = info.annotation
+            if isinstance(annotation, type) and issubclass(annotation, BaseModel):
+                add(annotation, f"{key}.")
+                continue
+            default = info.get_default(call_default_factory=True)
+            env = "COREC_KERNEL__" + key.upper().replace(".", "__")
+            rows.append(
+                f"| `{key}` | {_default_text(default)} | `{env}` | {info.description or ''} |"
+            )
+
+    add(KernelConfig, "")
+    return "\n".join(rows)
 
 
 class Settings:
@@ -157,19 +196,26 @@ def read_file(path: Path) -> dict[str, Any]:
         text = path.read_text(encoding="utf-8")
     except OSError as exc:
         raise ConfigError(
-            f"cannot read config {path}: {exc.strerror or exc}; pass --config PATH or unset COREC_CONFIG"
+            f"cannot read config {path}: {exc.strerror or exc}; "
+            "pass --config PATH or unset COREC_CONFIG"
         ) from None
+    except UnicodeDecodeError:
+        raise ConfigError(f"config {path} is not UTF-8 text") from None
     try:
         if path.suffix == ".toml":
             if sys.version_info >= (3, 11):
                 import tomllib
+
+                data: Any = tomllib.loads(text)
             else:  # pragma: no cover - 3.10 only
-                import tomli as tomllib
-            data: Any = tomllib.loads(text)
+                import tomli  # type: ignore[import-not-found, unused-ignore]
+
+                data = tomli.loads(text)
         else:
             data = json.loads(text)
     except ValueError as exc:
-        raise ConfigError(f"config {path} is not valid {path.suffix.lstrip('.') or 'JSON'}: {exc}")
+        kind = path.suffix.lstrip(".").upper() or "JSON"
+        raise ConfigError(f"config {path} is not valid {kind}: {exc}") from None
     if not isinstance(data, dict):
         raise ConfigError(f"config {path} must hold an object of sections (kernel, <processor>...)")
     return data
@@ -212,6 +258,8 @@ def _merge(base: dict[str, Any], over: Mapping[str, Any]) -> dict[str, Any]:
     for key, value in over.items():
         if isinstance(value, Mapping) and isinstance(base.get(key), dict):
             _merge(base[key], value)
+        elif isinstance(value, Mapping):
+            base[key] = _merge({}, value)  # a copy: later merges must not edit the caller's dict
         else:
             base[key] = value
     return base

@@ -22,6 +22,8 @@ from pydantic import ValidationError
 from .errors import CorecError, HandlerTimeout, InvalidParams, error_from_exception
 
 if TYPE_CHECKING:
+    from collections.abc import Awaitable
+
     from pydantic import BaseModel
 
     from .kernel import Kernel
@@ -30,9 +32,15 @@ if TYPE_CHECKING:
 log = logging.getLogger("corec_plugin_kit.dispatch")
 
 if sys.version_info >= (3, 11):
-    _timeout = asyncio.timeout
+
+    async def _with_timeout(aw: Awaitable[Any], seconds: float) -> Any:
+        async with asyncio.timeout(seconds):
+            return await aw
+
 else:  # pragma: no cover - 3.10 only
-    _timeout = None
+
+    async def _with_timeout(aw: Awaitable[Any], seconds: float) -> Any:
+        return await asyncio.wait_for(aw, seconds)
 
 
 @dataclass(slots=True)
@@ -116,11 +124,8 @@ class Dispatcher:
             return await aw
         seconds = self.timeout_for(spec)
         try:
-            if _timeout is not None:
-                async with _timeout(seconds):
-                    return await aw
-            return await asyncio.wait_for(aw, seconds)  # pragma: no cover - 3.10 only
-        except TimeoutError:
+            return await _with_timeout(aw, seconds)
+        except (TimeoutError, asyncio.TimeoutError):  # distinct classes before 3.11
             raise self.timeout_error(spec) from None
 
     def timeout_for(self, spec: ActionSpec) -> float:
@@ -171,7 +176,8 @@ class Dispatcher:
                 result = result.model_dump(mode="json")
         except CorecError as exc:
             error = exc
-        except Exception as exc:  # noqa: BLE001 - a handler bug becomes a handler_error result
+        except Exception as exc:
+            # A handler bug becomes a handler_error result, logged with its traceback.
             log.exception("handler for %r raised", action)
             error = error_from_exception(exc)
         envelope = {

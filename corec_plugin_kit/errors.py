@@ -10,6 +10,9 @@ Each class carries, once, the three ways it is shown:
 Nothing heavy is imported here: the CLI imports this module on every start.
 """
 
+# Public names predate the N818 convention and are the documented API, so they keep their names.
+# ruff: noqa: N818
+
 from __future__ import annotations
 
 from typing import Any
@@ -172,10 +175,15 @@ class StreamGone(CorecError):
 
 
 def error_from_exception(exc: BaseException) -> CorecError:
-    """Map any exception a handler raised to a typed error (unexpected ones become handler_error)."""
+    """Map any exception a handler raised to a typed error (unexpected ones become handler_error).
+
+    ``asyncio.TimeoutError`` is listed beside the builtin: they are distinct classes before 3.11.
+    """
+    import asyncio  # here, not at the top: the CLI imports this module on every start
+
     if isinstance(exc, CorecError):
         return exc
-    if isinstance(exc, TimeoutError):
+    if isinstance(exc, (TimeoutError, asyncio.TimeoutError)):
         return HandlerTimeout(str(exc) or "handler timed out")
     error = HandlerError(f"{type(exc).__name__}: {exc}", details={"exception": type(exc).__name__})
     error.transient = True  # an unexpected exception may be a passing fault: retry it

@@ -1,11 +1,12 @@
 """The hooks a processor may implement: the contract between the kernel and its processors.
 
-Hooks are grouped by the phase in which the kernel calls them, in this order:
+Hooks are grouped by phase. The kernel calls them in this order:
 
-1. configuration: :func:`corec_config_model`
-2. registration: :func:`corec_register_actions`
-3. command line: :func:`corec_cli` (only when that processor's CLI group is invoked)
-4. lifecycle: :func:`corec_startup`, then :func:`corec_shutdown`
+1. registration: :func:`corec_register_actions`, as each processor loads;
+2. configuration: :func:`corec_config_model`, while the config sections are validated;
+3. lifecycle: :func:`corec_startup`, then :func:`corec_shutdown`.
+
+:func:`corec_cli` is called only when that processor's command group is invoked.
 
 Implement a hook by defining a function of the same name decorated with
 :data:`corec_plugin_kit.hookimpl` in the module your ``corec.processors`` entry point names.
@@ -46,7 +47,8 @@ hookimpl = pluggy.HookimplMarker(PROJECT_NAME)
 def corec_config_model() -> type[BaseModel] | None:
     """Return the pydantic model of this processor's configuration section.
 
-    Called once per processor while the configuration is loaded, before any other hook. The
+    Called once per processor while the configuration is validated, after registration and
+    before start-up. The
     section of the config file named after the processor (and ``COREC_<NAME>__<KEY>`` variables)
     is validated against this model; every problem is reported at once with its key path. The
     validated instance reaches handlers as ``ctx.config``.
@@ -67,8 +69,9 @@ def corec_config_model() -> type[BaseModel] | None:
 def corec_register_actions(register: Register) -> None:
     """Claim actions by calling ``register`` once per action.
 
-    Called once per processor when the kernel builds its routing table (at start-up of every
-    command that needs routing, never at import). ``register`` has the signature::
+    Called once per processor as it loads, before the kernel builds its routing table (at
+    start-up of every command that needs routing, never at import). ``register`` has the
+    signature::
 
         register(action, handler, params=ParamsModel, *, description=None,
                  timeout_s=None, blocking=False)

@@ -21,6 +21,33 @@ if TYPE_CHECKING:
     from .routing import RoutingTable
 
 
+def manager_for(
+    settings: Settings | None,
+    *,
+    strict: bool | None = None,
+    load: list[str] | None = None,
+    disable: list[str] | None = None,
+) -> ProcessorManager:
+    """A ProcessorManager honouring flags, then ``COREC_*`` variables, then the config file.
+
+    The allowlist comes from the first of ``load``, ``COREC_LOAD_PROCESSORS``,
+    ``kernel.load_processors`` that is set; the blocklists of all three are merged; strict mode is
+    on when any of the three asks for it.
+    """
+    k = settings.kernel if settings is not None else None
+    allow = load or env_list("COREC_LOAD_PROCESSORS") or (k.load_processors if k else None)
+    deny = set(disable or ()) | set(env_list("COREC_DISABLE_PROCESSORS") or ())
+    if k is not None:
+        deny |= set(k.disable_processors)
+    return ProcessorManager(
+        allow=allow,
+        deny=deny,
+        strict=bool(strict)
+        or env_flag("COREC_STRICT_PROCESSORS")
+        or bool(k is not None and k.strict_processors),
+    )
+
+
 class Kernel:
     """One configured kernel. Handlers reach it as ``ctx.kernel``.
 
@@ -38,6 +65,7 @@ class Kernel:
         self.store: Any = None
         self.redis_handle: Any = None  # set by runtime.connection.kernel_redis
         self.runtime: Any = None  # the Worker, when `corec-kit run` drives this kernel
+        self.corec_db_config: Any = None  # CoreC's db_config, when the CoreC adapter built it
         self._started = False
 
     @classmethod
@@ -53,16 +81,8 @@ class Kernel:
     ) -> Kernel:
         """Load config and processors; raise ConfigError / ProcessorError / ActionConflict."""
         settings = load_settings(config, overrides=overrides)
-        k = settings.kernel
         if processors is None:
-            allow = load or env_list("COREC_LOAD_PROCESSORS") or k.load_processors
-            deny = set(disable or ()) | set(env_list("COREC_DISABLE_PROCESSORS") or ())
-            deny |= set(k.disable_processors)
-            processors = ProcessorManager(
-                allow=allow,
-                deny=deny,
-                strict=bool(strict) or env_flag("COREC_STRICT_PROCESSORS") or k.strict_processors,
-            )
+            processors = manager_for(settings, strict=strict, load=load, disable=disable)
         processors.load()
         problems = list(settings.problems)
         problems += settings.validate_processors(processors.config_models())

@@ -27,6 +27,7 @@ import sys
 from collections.abc import Iterable
 from dataclasses import dataclass, field
 from importlib import metadata
+from types import ModuleType
 from typing import TYPE_CHECKING, Any, Literal
 
 import pluggy
@@ -159,7 +160,11 @@ class ProcessorManager:
 
         Registration hooks run at once, so the returned info says ``loaded`` or ``failed``.
         """
-        module = getattr(plugin, "__name__", None) or type(plugin).__module__
+        if isinstance(plugin, ModuleType):
+            module = plugin.__name__
+        else:
+            cls = plugin if isinstance(plugin, type) else type(plugin)
+            module = f"{cls.__module__}.{cls.__qualname__}"
         info = ProcessorInfo(name, distribution, version, module=module)
         if name in self.infos and self.infos[name].status == "loaded":
             raise ProcessorError(f"a processor named {name!r} is already registered")
@@ -172,6 +177,16 @@ class ProcessorManager:
         return info
 
     def _add(self, info: ProcessorInfo, plugin: Any) -> None:
+        try:
+            hash(plugin)
+        except TypeError:
+            # pluggy keeps plugins in sets; say so instead of failing inside a hook call.
+            self._fail(
+                info,
+                f"a processor must be hashable (a module, class or object), "
+                f"not {type(plugin).__name__}",
+            )
+            return
         unknown = [
             attr
             for attr in dir(plugin)
@@ -312,9 +327,8 @@ class ProcessorManager:
                 for outcome in self._call_one(info.plugin, "corec_startup", kernel=kernel):
                     if inspect.isawaitable(outcome):
                         await outcome
-            except ProcessorError:
-                raise
-            except Exception as exc:  # noqa: BLE001
+            except Exception as exc:  # noqa: BLE001 - one processor's failure skips only it
+                # _fail raises ProcessorError itself in strict mode.
                 self._fail(info, f"corec_startup raised {type(exc).__name__}: {exc}")
 
     async def shutdown(self, kernel: Kernel) -> None:
@@ -324,5 +338,5 @@ class ProcessorManager:
                 for outcome in self._call_one(info.plugin, "corec_shutdown", kernel=kernel):
                     if inspect.isawaitable(outcome):
                         await outcome
-            except Exception:  # noqa: BLE001
+            except Exception:
                 log.exception("processor %r: corec_shutdown failed", info.name)

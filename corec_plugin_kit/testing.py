@@ -18,7 +18,7 @@ Importing this module is cheap: everything heavy is imported inside the fixtures
 
 from __future__ import annotations
 
-from collections.abc import Awaitable, Callable, Iterator
+from collections.abc import Awaitable, Callable
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -94,7 +94,7 @@ def corec_exec(
 
 
 @pytest.fixture
-def corec_cli(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[Callable[..., Result]]:
+def corec_cli(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Callable[..., Result]:
     """Run ``corec-kit`` in-process: ``corec_cli("exec", "ping")`` -> click Result.
 
     Runs in a temporary working directory (so ``./corec.json`` of the project is not read) with
@@ -112,7 +112,7 @@ def corec_cli(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[Calla
     def invoke(*args: str, input: str | None = None, env: dict[str, str] | None = None) -> Result:
         return runner.invoke(cli, list(args), input=input, env=env, catch_exceptions=False)
 
-    yield invoke
+    return invoke
 
 
 # Stream fixtures of the runtime (kept in their own module, re-exported for pytest).
@@ -133,4 +133,23 @@ __all__ = [
     "corec_register",
     "corec_streams",
     "corec_worker",
+]
+
+# Database fixtures of the storage package.
+from .storage.testing import (  # noqa: E402
+    corec_postgres_schema_url,
+    corec_postgres_store,
+    corec_postgres_url,
+    corec_sqlite_store,
+    corec_store,
+    pytest_configure,
+)
+
+__all__ += [
+    "pytest_configure",
+    "corec_postgres_schema_url",
+    "corec_postgres_store",
+    "corec_postgres_url",
+    "corec_sqlite_store",
+    "corec_store",
 ]

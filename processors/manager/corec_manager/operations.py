@@ -132,6 +132,7 @@ def add_cli(group: click.Group) -> None:
             raise click.UsageError("name dead-letter entry ids, or pass --all")
         total = len(ids) or run(kernel, lambda: list_dead(kernel, 1))["total"]
 
+        bar: Any
         with click.progressbar(
             length=total, label="replaying", file=click.get_text_stream("stderr")
         ) as bar:

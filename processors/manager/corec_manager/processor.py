@@ -10,7 +10,7 @@ from typing import Any
 
 from pydantic import BaseModel, ConfigDict, Field
 
-from corec_plugin_kit import CommandContext, hookimpl
+from corec_plugin_kit import CommandContext, InvalidParams, hookimpl
 
 from . import __version__
 
@@ -45,7 +45,14 @@ async def list_processors(params: NoParams, ctx: CommandContext) -> list[dict[st
 
 async def describe_action(params: DescribeParams, ctx: CommandContext) -> dict[str, Any]:
     """Describe an action: its processor and the JSON Schema of its params."""
-    return ctx.kernel.routing.route(params.action).describe()
+    spec = ctx.kernel.routing.get(params.action)
+    if spec is None:
+        # The command itself is routed; what is wrong is the param it carries.
+        raise InvalidParams(
+            f"no action {params.action!r} is routed (run `corec-kit actions` to list them)",
+            details=[{"loc": "action", "msg": "unknown action", "type": "unknown_action"}],
+        )
+    return spec.describe()
 
 
 async def health(params: NoParams, ctx: CommandContext) -> dict[str, Any]:
@@ -78,7 +85,10 @@ async def health(params: NoParams, ctx: CommandContext) -> dict[str, Any]:
     else:
         report["redis"] = "not connected (in-process dispatch)"
     if kernel.store is not None:
-        ok = await kernel.store.ping()
+        try:
+            ok = bool(await kernel.store.ping())
+        except Exception:  # noqa: BLE001 - reported, not raised
+            ok = False
         report["records"] = "ok" if ok else "unreachable"
         if not ok:
             report["status"] = "degraded"
