@@ -146,10 +146,10 @@ from .storage.testing import (  # noqa: E402
 )
 
 __all__ += [
-    "pytest_configure",
     "corec_postgres_schema_url",
     "corec_postgres_store",
     "corec_postgres_url",
     "corec_sqlite_store",
     "corec_store",
+    "pytest_configure",
 ]
