@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import functools
 import sqlite3
 from collections.abc import AsyncIterator, Sequence
 from contextlib import asynccontextmanager
@@ -86,6 +87,7 @@ _INSERT = (
 )
 
 
+@functools.lru_cache(maxsize=256)  # a batch's records share their timestamps
 def _ts(value: datetime | None) -> str | None:
     """Fixed-width UTC ISO text, so that text order is time order in SQL comparisons."""
     aware = utc(value)
