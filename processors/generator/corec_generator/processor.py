@@ -1,46 +1,473 @@
-"""The generator processor (scaffolds). Behaviour arrives with the generator issue."""
+"""The generator processor: actions ``generate_plugin`` and ``generate_website``, CLI, config.
+
+Where files may go depends on who asks (DESIGN.md section 8):
+
+* a **command** (stream, ``corec-kit exec``, the CoreC adapter) writes only below the configured
+  ``output_plugins`` / ``output_websites`` root; its ``output`` is a path relative to that root;
+* the **CLI** (``corec-kit generator plugin NAME --output DIR``) writes below any folder the user
+  names, because the user typing it is the one who owns that folder.
+
+Both go through the same validation (every problem reported at once) and the same sandboxed
+writer in :mod:`corec_generator.paths`.
+"""
 
 from __future__ import annotations
 
-from typing import Any, Literal
+import json
+import re
+from pathlib import Path
+from typing import TYPE_CHECKING, Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    ValidationError,
+    ValidationInfo,
+    field_validator,
+)
+from pydantic_core import PydanticCustomError
 
-from corec_plugin_kit import CommandContext, NotImplementedYet, hookimpl
+from corec_plugin_kit import CommandContext, InvalidParams, hookimpl
+from corec_plugin_kit import __version__ as kit_version
+
+from . import ANSWERS_FILE, __version__
+from .paths import camel, check_name, check_relative, pascal, slug, snake
+
+if TYPE_CHECKING:
+    from collections.abc import Callable
+
+    import click
+
+    # jinja2 is imported on first generation, not when the kernel loads this processor
+    # (`corec-kit list-processors` and every worker start import this module).
+    from .engine import Job
+
+TEMPLATE_DIRS = {"plugin": "plugin", "react": "react_app", "fastapi": "fastapi_app"}
+_TEXT = re.compile(r"[^\x00-\x1f\x7f]*")
+
+
+def _one_line(value: str | None) -> str | None:
+    # Answers land in TOML, JSON, Python and Markdown: one printable line keeps every one of
+    # them well-formed (templates still escape with |tojson where it matters).
+    if value is not None and not _TEXT.fullmatch(value):
+        raise ValueError("must be one line without control characters")
+    return value
+
+
+def _refuse(problems: list[dict[str, str]]) -> None:
+    if problems:
+        raise PydanticCustomError(problems[0]["type"], problems[0]["msg"])
+
+
+def _valid_name(value: str, info: ValidationInfo) -> str:
+    # Checked in the params model so that pydantic reports it together with every other
+    # problem of the command, before the handler (and anything it writes) runs.
+    _refuse(check_name(value, str(info.field_name)))
+    return value
+
+
+def _valid_output(value: str | None) -> str | None:
+    _refuse(check_relative(value)[1])
+    return value
+
+
+def _valid_globs(value: list[str]) -> list[str]:
+    for pattern in value:
+        _refuse(_glob_problems(pattern, "skip_if_exists"))
+    return value
+
+
+class GeneratorConfig(BaseModel):
+    """The ``generator`` config section (key names from the original CoreC plugin guide)."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    templates_dir: Path | None = Field(
+        None,
+        description="folder with plugin/, react_app/, fastapi_app/ overriding the bundled ones",
+    )
+    output_plugins: Path = Field(
+        Path("plugins"), description="root that generate_plugin commands write below"
+    )
+    output_websites: Path = Field(
+        Path("websites"), description="root that generate_website commands write below"
+    )
+    exclude_patterns: list[str] = Field(
+        default_factory=list, description="globs of generated paths never written"
+    )
 
 
 class GeneratePluginParams(BaseModel):
+    """Params of ``generate_plugin``; everything but output/force/dry_run is an answer."""
+
     model_config = ConfigDict(extra="forbid")
 
-    plugin_name: str = Field(min_length=1, max_length=64)
-    description: str | None = None
-    author: str | None = None
-    output: str | None = None
-    force: bool = False
-    dry_run: bool = False
+    plugin_name: str = Field(min_length=1, max_length=64, description="processor name")
+    description: str | None = Field(None, max_length=200)
+    author: str | None = Field(None, max_length=100)
+    output: str | None = Field(None, description="folder below generator.output_plugins")
+    force: bool = Field(False, description="overwrite files that exist")
+    dry_run: bool = Field(False, description="return the planned files, write nothing")
+    with_cli: bool = Field(True, description="include a `corec-kit <name>` command group")
+    with_config: bool = Field(True, description="include a config section model")
+    license: Literal["MIT", "Apache-2.0", "none"] = "MIT"
+    skip_if_exists: list[str] = Field(
+        default_factory=list, description="globs of files kept as they are when they exist"
+    )
+
+    _one_line = field_validator("description", "author")(_one_line)
+    _name = field_validator("plugin_name")(_valid_name)
+    _output = field_validator("output")(_valid_output)
+    _globs = field_validator("skip_if_exists")(_valid_globs)
 
 
 class GenerateWebsiteParams(BaseModel):
+    """Params of ``generate_website``; everything but output/force/dry_run is an answer."""
+
     model_config = ConfigDict(extra="forbid")
 
     template: Literal["react", "fastapi"]
     project_name: str = Field(min_length=1, max_length=64)
-    output: str | None = None
+    description: str | None = Field(None, max_length=200)
+    author: str | None = Field(None, max_length=100)
+    output: str | None = Field(None, description="folder below generator.output_websites")
     force: bool = False
     dry_run: bool = False
+    with_tests: bool = Field(True, description="include tests (pytest or Vitest)")
+    with_docker: bool = Field(False, description="include a Dockerfile")
+    with_cors: bool = Field(False, description="FastAPI only: allow cross-origin requests")
+    skip_if_exists: list[str] = Field(default_factory=list)
+
+    _one_line = field_validator("description", "author")(_one_line)
+    _name = field_validator("project_name")(_valid_name)
+    _output = field_validator("output")(_valid_output)
+    _globs = field_validator("skip_if_exists")(_valid_globs)
+
+    @field_validator("with_cors")
+    @classmethod
+    def _cors_for_fastapi(cls, value: bool, info: ValidationInfo) -> bool:
+        if value and info.data.get("template") != "fastapi":
+            raise PydanticCustomError("option", "applies to the fastapi template only")
+        return value
 
 
-async def generate_plugin(params: GeneratePluginParams, ctx: CommandContext) -> Any:
-    """Write a new processor package from the plugin template."""
-    raise NotImplementedYet("generate_plugin is not built yet (generator issue)")
+_NOT_ANSWERS = {"output", "force", "dry_run", "skip_if_exists"}
 
 
-async def generate_website(params: GenerateWebsiteParams, ctx: CommandContext) -> Any:
-    """Write a React (Vite) or FastAPI site from its template."""
-    raise NotImplementedYet("generate_website is not built yet (generator issue)")
+def _answers(params: BaseModel) -> dict[str, Any]:
+    return params.model_dump(mode="json", exclude=_NOT_ANSWERS)
+
+
+def _config(config: BaseModel | None) -> GeneratorConfig:
+    if isinstance(config, GeneratorConfig):
+        return config
+    return GeneratorConfig.model_validate({})
+
+
+def _raise(problems: list[dict[str, str]], action: str) -> None:
+    if problems:
+        summary = "; ".join(f"{p['loc']}: {p['msg']}" for p in problems[:5])
+        raise InvalidParams(f"invalid params for {action!r}: {summary}", details=problems)
+
+
+def _meta() -> dict[str, Any]:
+    return {"_kit_version": kit_version, "_generator_version": __version__}
+
+
+def plugin_job(
+    params: GeneratePluginParams,
+    config: GeneratorConfig,
+    root: Path,
+    output: list[str],
+    problems: list[dict[str, str]] | None = None,
+) -> Job:
+    """Validate (all problems at once, with ``problems`` found earlier) and build the job."""
+    from .engine import Job, template_set
+
+    problems = [*(problems or []), *check_name(params.plugin_name, "plugin_name")]
+    for pattern in params.skip_if_exists:
+        problems += _glob_problems(pattern, "skip_if_exists")
+    _raise(problems, "generate_plugin")
+    name = snake(params.plugin_name)
+    answers = _answers(params)
+    context = {
+        **answers,
+        "description": params.description or f"A CoreC processor: {name}.",
+        "author": params.author or "CoreC developers",
+        "name": name,
+        "package": name,
+        "dist_name": slug(name) if name.startswith("corec_") else f"corec-{slug(name)}",
+        "class_name": pascal(name),
+        "action": f"{name}.hello",
+        "has_license": params.license != "none",
+        "kit_version": kit_version,
+        "generator_version": __version__,
+    }
+    return Job(
+        tset=template_set(TEMPLATE_DIRS["plugin"], config.templates_dir),
+        context=context,
+        answers=answers,
+        root=root,
+        project=(*output, params.plugin_name),
+        force=params.force,
+        dry_run=params.dry_run,
+        skip_if_exists=params.skip_if_exists,
+        exclude=config.exclude_patterns,
+        meta=_meta(),
+    )
+
+
+def website_job(
+    params: GenerateWebsiteParams,
+    config: GeneratorConfig,
+    root: Path,
+    output: list[str],
+    problems: list[dict[str, str]] | None = None,
+) -> Job:
+    """Validate (all problems at once, with ``problems`` found earlier) and build the job."""
+    from .engine import Job, template_set
+
+    problems = [*(problems or []), *check_name(params.project_name, "project_name")]
+    if params.with_cors and params.template != "fastapi":
+        problems.append(
+            {"loc": "with_cors", "msg": "applies to the fastapi template only", "type": "option"}
+        )
+    for pattern in params.skip_if_exists:
+        problems += _glob_problems(pattern, "skip_if_exists")
+    _raise(problems, "generate_website")
+    answers = _answers(params)
+    context = {
+        **answers,
+        "description": params.description or f"{params.project_name}, generated by corec-kit.",
+        "author": params.author or "CoreC developers",
+        "package": snake(params.project_name),
+        "npm_name": slug(params.project_name),
+        "component": pascal(params.project_name),
+        "js_name": camel(params.project_name),
+        "kit_version": kit_version,
+        "generator_version": __version__,
+    }
+    return Job(
+        tset=template_set(TEMPLATE_DIRS[params.template], config.templates_dir),
+        context=context,
+        answers=answers,
+        root=root,
+        project=(*output, params.project_name),
+        force=params.force,
+        dry_run=params.dry_run,
+        skip_if_exists=params.skip_if_exists,
+        exclude=config.exclude_patterns,
+        meta=_meta(),
+    )
+
+
+def _glob_problems(pattern: str, loc: str) -> list[dict[str, str]]:
+    if not pattern or "\x00" in pattern or len(pattern) > 256:
+        return [{"loc": loc, "msg": f"{pattern!r} is not a usable glob", "type": "glob"}]
+    return []
+
+
+def generate_plugin(params: GeneratePluginParams, ctx: CommandContext) -> dict[str, Any]:
+    """Write a new processor package from the plugin template (below output_plugins)."""
+    from .engine import generate
+
+    config = _config(ctx.config)
+    output, problems = check_relative(params.output)
+    return generate(plugin_job(params, config, config.output_plugins, output, problems))
+
+
+def generate_website(params: GenerateWebsiteParams, ctx: CommandContext) -> dict[str, Any]:
+    """Write a React (Vite) or FastAPI site from its template (below output_websites)."""
+    from .engine import generate
+
+    config = _config(ctx.config)
+    output, problems = check_relative(params.output)
+    return generate(website_job(params, config, config.output_websites, output, problems))
+
+
+@hookimpl
+def corec_config_model() -> type[BaseModel]:
+    return GeneratorConfig
 
 
 @hookimpl
 def corec_register_actions(register: Any) -> None:
-    register("generate_plugin", generate_plugin, GeneratePluginParams)
-    register("generate_website", generate_website, GenerateWebsiteParams)
+    # Rendering and writing are blocking file work: run in the kernel's thread pool.
+    register(
+        "generate_plugin",
+        generate_plugin,
+        GeneratePluginParams,
+        blocking=True,
+        description="Write a new processor package from the plugin template",
+    )
+    register(
+        "generate_website",
+        generate_website,
+        GenerateWebsiteParams,
+        blocking=True,
+        description="Write a React (Vite) or FastAPI site from its template",
+    )
+
+
+# --------------------------------------------------------------------------- CLI
+
+
+def load_answers(path: str, template: str) -> dict[str, Any]:
+    """Answers from an answers file written by an earlier run, checked against ``template``."""
+    from corec_plugin_kit.errors import InvalidCommand
+
+    try:
+        doc = json.loads(Path(path).read_text("utf-8"))
+    except (OSError, ValueError) as exc:
+        raise InvalidCommand(f"cannot read answers file {path}: {exc}") from None
+    answers = doc.get("answers") if isinstance(doc, dict) else None
+    if not isinstance(answers, dict):
+        raise InvalidCommand(f"{path} is not an answers file (no 'answers' object)")
+    if doc.get("_template") != template:
+        raise InvalidCommand(
+            f"{path} holds answers for template {doc.get('_template')!r}, not {template!r}"
+        )
+    return answers
+
+
+def _validate(model: type[BaseModel], data: dict[str, Any], action: str) -> Any:
+    from corec_plugin_kit.dispatch import invalid_params
+
+    try:
+        return model.model_validate(data)
+    except ValidationError as exc:
+        raise invalid_params(exc, action) from None
+
+
+@hookimpl
+def corec_cli(group: click.Group) -> None:
+    import click
+
+    from corec_plugin_kit.cli import echo_json, pass_kernel
+
+    from .engine import generate
+
+    def report(result: dict[str, Any], as_json: bool) -> None:
+        if as_json:
+            echo_json(result)
+            return
+        verb = "would write" if result["dry_run"] else "wrote"
+        for item in result["files"]:
+            click.echo(f"  {item['action']:<9} {item['path']}")
+        click.echo(
+            f"{verb} {result['created'] + result['overwritten']} file(s) "
+            f"({result['skipped']} kept) in {result['project_dir']}"
+        )
+
+    common = [
+        click.option(
+            "--output",
+            "-o",
+            type=click.Path(file_okay=False, path_type=Path),
+            default=Path("."),
+            show_default=True,
+            help="Folder to create the project in (any folder you choose).",
+        ),
+        click.option("--description", help="One-line description."),
+        click.option("--author", help="Author name."),
+        click.option("--force", is_flag=True, help="Overwrite files that exist."),
+        click.option("--dry-run", is_flag=True, help="List the files, write nothing."),
+        click.option(
+            "--skip-if-exists", multiple=True, metavar="GLOB", help="Keep these files if present."
+        ),
+        click.option(
+            "--answers",
+            "answers_file",
+            type=click.Path(dir_okay=False, exists=True),
+            help=f"Reuse the answers of an earlier run ({ANSWERS_FILE}); flags override them.",
+        ),
+        click.option("--json", "as_json", is_flag=True, help="Print the result as JSON."),
+    ]
+
+    def with_common(func: Callable[..., Any]) -> Callable[..., Any]:
+        for option in reversed(common):
+            func = option(func)
+        return func
+
+    def merged(answers_file: str | None, template: str, given: dict[str, Any]) -> dict[str, Any]:
+        data = load_answers(answers_file, template) if answers_file else {}
+        data.update({k: v for k, v in given.items() if v is not None})
+        return data
+
+    @group.command("plugin")
+    @click.argument("name", required=False)
+    @with_common
+    @click.option("--with-cli/--without-cli", default=None, help="Add a CLI group. [default: with]")
+    @click.option(
+        "--with-config/--without-config",
+        default=None,
+        help="Add a config section model. [default: with]",
+    )
+    @click.option(
+        "--license",
+        type=click.Choice(["MIT", "Apache-2.0", "none"]),
+        default=None,
+        help="LICENSE file to add. [default: MIT]",
+    )
+    @pass_kernel
+    def plugin_cmd(
+        kernel: Any,
+        name: str | None,
+        output: Path,
+        answers_file: str | None,
+        as_json: bool,
+        **given: Any,
+    ) -> None:
+        """Create a processor package NAME (a pip-installable corec.processors plugin).
+
+        \b
+        Example:
+          corec-kit generator plugin weather --output ~/src
+        """
+        data = merged(answers_file, "plugin", {"plugin_name": name, **given})
+        data["skip_if_exists"] = list(given.get("skip_if_exists") or ())
+        if "plugin_name" not in data:
+            raise click.UsageError("give NAME, or --answers FILE")
+        params = _validate(GeneratePluginParams, data, "generate_plugin")
+        config = _config(kernel.processor_config("generator"))
+        report(generate(plugin_job(params, config, output, [])), as_json)
+
+    @group.command("site")
+    @click.argument("template", type=click.Choice(["react", "fastapi"]))
+    @click.argument("name", required=False)
+    @with_common
+    @click.option("--with-tests/--without-tests", default=None, help="Add tests. [default: with]")
+    @click.option(
+        "--with-docker/--without-docker", default=None, help="Add a Dockerfile. [default: without]"
+    )
+    @click.option(
+        "--with-cors/--without-cors",
+        default=None,
+        help="FastAPI only: allow cross-origin requests. [default: without]",
+    )
+    @pass_kernel
+    def site_cmd(
+        kernel: Any,
+        template: str,
+        name: str | None,
+        output: Path,
+        answers_file: str | None,
+        as_json: bool,
+        **given: Any,
+    ) -> None:
+        """Create a website NAME from the react (Vite) or fastapi template.
+
+        \b
+        Example:
+          corec-kit generator site fastapi shop --output ~/src
+        """
+        tdir = TEMPLATE_DIRS[template]
+        data = merged(answers_file, tdir, {"project_name": name, **given})
+        data["template"] = template
+        data["skip_if_exists"] = list(given.get("skip_if_exists") or ())
+        if "project_name" not in data:
+            raise click.UsageError("give NAME, or --answers FILE")
+        params = _validate(GenerateWebsiteParams, data, "generate_website")
+        config = _config(kernel.processor_config("generator"))
+        report(generate(website_job(params, config, output, [])), as_json)
