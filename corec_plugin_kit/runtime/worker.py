@@ -177,6 +177,7 @@ class Worker:
         self.metrics = metrics.Recorder(set(kernel.routing))
         self.breakers: dict[str, CircuitBreaker] = {}
         self.parked: dict[str, deque[Entry]] = {}
+        self._parked_ids: set[str] = set()
         self.inflight: dict[str, Entry] = {}  # entry id -> entry being handled
         self._tasks: set[asyncio.Task[Any]] = set()
         self._done: list[Entry] = []
@@ -262,7 +263,7 @@ class Worker:
         taken = 0
         for entry_id, fields in raw:
             eid = _s(entry_id)
-            if eid in self.inflight or fields is None:
+            if eid in self.inflight or eid in self._parked_ids or fields is None:
                 continue
             entry = Entry(eid, fields, (deliveries or {}).get(eid, 1))
             self._spawn(entry)
@@ -526,6 +527,7 @@ class Worker:
         self.inflight.pop(entry.entry_id, None)
         metrics.IN_FLIGHT.dec()
         self.parked.setdefault(entry.processor or "", deque()).append(entry)
+        self._parked_ids.add(entry.entry_id)
         self._room.set()
 
     def _finish(self, entry: Entry) -> None:
@@ -736,6 +738,7 @@ class Worker:
             breaker = self.breaker(processor)
             while queue and breaker.allow():
                 entry = queue.popleft()
+                self._parked_ids.discard(entry.entry_id)
                 entry.taken_at = time.monotonic()
                 entry.admitted = True
                 self._spawn(entry)
