@@ -154,9 +154,20 @@ def run_children(cmds: list[tuple[list[str], dict[str, str]]]) -> int:
     return rss
 
 
+def server_cpu(r: syncredis.Redis) -> float:
+    """CPU seconds the Redis server has used (0 when its /proc entry is not readable)."""
+    try:
+        pid = int(r.info("server")["process_id"])
+        fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    except (OSError, KeyError, ValueError):
+        return 0.0
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
 def scenario(kind: str, n: int, r: syncredis.Redis) -> dict[str, Any]:
     streams = names()
     preload(r, streams["stream_in"], n)
+    cpu_before = server_cpu(r)
     with tempfile.TemporaryDirectory() as state:
         if kind == "raw":
             cmd = [sys.executable, __file__, "--raw-worker", REDIS_URL, streams["stream_in"],
@@ -172,8 +183,10 @@ def scenario(kind: str, n: int, r: syncredis.Redis) -> dict[str, Any]:
         pending = r.xpending(streams["stream_in"], streams["group"])["pending"]
         if pending:
             raise SystemExit(f"{kind}: {pending} entries left pending")
+    # Redis' share of a core while draining: on 2 cores it bounds what more workers can gain.
+    redis_cpu = (server_cpu(r) - cpu_before) / (n / rate)
     r.delete(*streams.values())
-    return {"rate": rate, "rss_mib": rss / 1024}
+    return {"rate": rate, "rss_mib": rss / 1024, "redis_cpu": redis_cpu}
 
 
 def latency(rate: int, seconds: float, r: syncredis.Redis) -> dict[str, float]:
@@ -237,12 +250,15 @@ def main() -> None:
                     results[kind] = res
     base = results.get("raw", {}).get("rate")
     print(f"\n{args.n} commands, best of {args.repeat}, Python {sys.version.split()[0]}")
-    print(f"{'scenario':<14} {'cmd/s':>9} {'x raw':>7} {'RSS MiB':>8}")
+    print(f"{'scenario':<14} {'cmd/s':>9} {'x raw':>7} {'RSS MiB':>8} {'Redis CPU':>10}")
     for kind in order:
         if kind in results:
             res = results[kind]
             ratio = f"{res['rate'] / base:.2f}" if base else "-"
-            print(f"{kind:<14} {res['rate']:>9.0f} {ratio:>7} {res['rss_mib']:>8.1f}")
+            print(
+                f"{kind:<14} {res['rate']:>9.0f} {ratio:>7} {res['rss_mib']:>8.1f}"
+                f" {res['redis_cpu']:>9.0%}"
+            )
     if "kernel" in results and "two_workers" in results:
         scale = results["two_workers"]["rate"] / results["kernel"]["rate"]
         print(f"two workers / one worker: {scale:.2f}x")
