@@ -30,7 +30,11 @@ def npm() -> str:
 
 
 def run(cmd: list[str], cwd: Path) -> subprocess.CompletedProcess[str]:
-    proc = subprocess.run(cmd, cwd=cwd, capture_output=True, text=True, timeout=600, check=False)
+    # No colours: CI sets CI=true, which makes vitest colour its summary.
+    env = {**os.environ, "NO_COLOR": "1", "FORCE_COLOR": "0"}
+    proc = subprocess.run(
+        cmd, cwd=cwd, env=env, capture_output=True, text=True, timeout=600, check=False
+    )
     assert proc.returncode == 0, (
         f"{' '.join(cmd)} exited {proc.returncode}\n{proc.stdout[-4000:]}\n{proc.stderr[-4000:]}"
     )
@@ -52,6 +56,6 @@ def test_react_site_builds_and_tests(npm: str, corec_cli: Any, tmp_path: Path) -
     assert "demo-web" in bundle  # the title made it into the bundle
     assert "<title>demo-web</title>" in index
     proc = run([npm, "test"], site)
-    out = proc.stdout + proc.stderr
+    out = re.sub(r"\x1b\[[0-9;]*m", "", proc.stdout + proc.stderr)
     assert re.search(r"Tests\s+2 passed", out), out
     assert json.loads((site / "package.json").read_text())["scripts"]["test"] == "vitest run"

@@ -7,7 +7,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from conftest import payload, results
+from runtime_helpers import payload, results
 
 from corec_plugin_kit import hookimpl
 from corec_plugin_kit.runtime.breaker import CLOSED, HALF_OPEN, OPEN, CircuitBreaker

@@ -11,7 +11,7 @@ from typing import Any
 import corec_manager.processor as manager
 import orjson
 import pytest
-from conftest import payload, results
+from runtime_helpers import payload, results
 
 
 def free_port() -> int:
@@ -108,7 +108,7 @@ async def test_dead_letters_are_listed_and_replayed(
 async def test_send_wait_prints_the_result_of_a_running_worker(
     corec_streams: dict[str, Any], tmp_path: Any
 ) -> None:
-    from conftest import subprocess_env
+    from runtime_helpers import subprocess_env
 
     env = subprocess_env(corec_streams)
     worker = await asyncio.create_subprocess_exec(

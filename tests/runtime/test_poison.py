@@ -5,9 +5,9 @@ from __future__ import annotations
 from typing import Any
 
 import orjson
-from conftest import flat, payload, pending, results
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
+from runtime_helpers import flat, payload, pending, results
 
 
 async def test_each_bad_form_gets_its_typed_result_and_good_ones_are_answered(

@@ -7,8 +7,8 @@ import contextlib
 from typing import Any
 
 import pytest
-from conftest import payload, pending, results
 from pydantic import SecretStr
+from runtime_helpers import payload, pending, results
 
 from corec_plugin_kit.storage import open_store
 

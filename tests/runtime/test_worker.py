@@ -7,7 +7,7 @@ from typing import Any
 
 import orjson
 import pytest
-from conftest import flat, payload, pending, results
+from runtime_helpers import flat, payload, pending, results
 
 
 async def test_round_trip_thousands_in_both_wire_forms(
