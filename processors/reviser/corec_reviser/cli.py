@@ -1,0 +1,146 @@
+"""``corec-kit reviser review PATH...``."""
+
+from __future__ import annotations
+
+import json
+import sys
+from pathlib import Path
+from typing import Any
+
+import click
+
+
+def add_commands(group: click.Group) -> None:
+    from corec_plugin_kit.cli import get_state
+
+    @group.command("review")
+    @click.argument("paths", nargs=-1, required=True, type=click.Path(exists=True, path_type=Path))
+    @click.option(
+        "--format",
+        "fmt",
+        type=click.Choice(["text", "json", "sarif"]),
+        default="text",
+        show_default=True,
+        help="Output format; sarif is SARIF 2.1.0 for code-scanning tools.",
+    )
+    @click.option(
+        "--backend", type=click.Choice(["ruff", "black+pyflakes"]), help="Override reviser.backend."
+    )
+    @click.option("--fix", is_flag=True, help="Write the formatted text back to the files.")
+    @click.option(
+        "--exclude",
+        multiple=True,
+        metavar="PATTERN",
+        help="Extra gitignore-style exclude (repeatable).",
+    )
+    @click.option("--no-gitignore", is_flag=True, help="Do not skip what .gitignore excludes.")
+    @click.option(
+        "--jobs", type=click.IntRange(0), help="Parallel workers for black+pyflakes (0 = CPUs)."
+    )
+    @click.option(
+        "--progress/--no-progress",
+        default=None,
+        help="Progress on stderr (default: on a terminal).",
+    )
+    @click.option(
+        "--diff", "show_diff", is_flag=True, help="Also print the formatter's diffs (text format)."
+    )
+    @click.option(
+        "--model",
+        "model_path",
+        type=click.Path(path_type=Path),
+        help="Local model for suggestions.",
+    )
+    def review(
+        paths: tuple[Path, ...],
+        fmt: str,
+        backend: str | None,
+        fix: bool,
+        exclude: tuple[str, ...],
+        no_gitignore: bool,
+        jobs: int | None,
+        progress: bool | None,
+        show_diff: bool,
+        model_path: Path | None,
+    ) -> None:
+        """Review Python files: formatting, pyflakes rules, optional model suggestions.
+
+        Exit 0 when clean, 1 when there are findings or files to reformat (after --fix, only
+        findings count), 2 on usage errors.
+        """
+        from .backends import make_backend
+        from .config import ReviserConfig
+        from .files import collect
+        from .findings import Review, to_json, to_sarif, to_text
+
+        kernel = get_state().kernel()
+        config = kernel.processor_config("reviser")
+        if not isinstance(config, ReviserConfig):
+            config = ReviserConfig()
+        update: dict[str, Any] = {"exclude_patterns": [*config.exclude_patterns, *exclude]}
+        if no_gitignore:
+            update["respect_gitignore"] = False
+        if jobs is not None:
+            update["jobs"] = jobs
+        config = config.model_copy(update=update)
+        chosen = make_backend(config, backend)
+        base = Path.cwd()
+        found = collect(paths, base, config)
+        if not found:
+            raise click.UsageError("no Python files under the given paths (after excludes)")
+        files = [p for p, _ in found]
+        names = [n for _, n in found]
+        show = progress if progress is not None else sys.stderr.isatty()
+        reviews = []
+        step = 200 if len(files) > 200 else len(files)
+        with click.progressbar(
+            length=len(files), label="reviewing", file=sys.stderr if show else _Null()
+        ) as bar:
+            for start in range(0, len(files), step):
+                reviews += chosen.review_files(
+                    files[start : start + step], names[start : start + step]
+                )
+                bar.update(min(step, len(files) - start))
+        if fix:
+            for i, item in enumerate(reviews):
+                if not item.formatted and item.error is None:
+                    source = files[i].read_text(encoding="utf-8")
+                    fixed = chosen.review(source, names[i], fix=True)
+                    if fixed.fixed is not None:
+                        files[i].write_text(fixed.fixed, encoding="utf-8")
+                        reviews[i] = item.model_copy(update={"formatted": True, "diff": ""})
+        result = Review(backend=chosen.name, files=reviews)
+        if model_path is not None or config.model_path is not None:
+            from .model import suggest
+
+            chosen_model = model_path or config.model_path
+            assert chosen_model is not None
+            text = "\n".join(p.read_text(encoding="utf-8", errors="replace") for p in files[:5])
+            result.suggestions = suggest(text, chosen_model, config.model_max_new_tokens)
+        if fmt == "json":
+            click.echo(json.dumps(to_json(result), indent=2))
+        elif fmt == "sarif":
+            click.echo(json.dumps(to_sarif(result, base.resolve().as_uri() + "/"), indent=2))
+        else:
+            click.echo(to_text(result))
+            if show_diff:
+                for item in result.files:
+                    if item.diff:
+                        click.echo(item.diff, nl=False)
+            for line in result.suggestions or []:
+                click.echo(f"suggestion: {line}")
+        if not result.clean:
+            sys.exit(1)
+
+
+class _Null:
+    """A file that swallows the progress bar when it is off."""
+
+    def write(self, _text: str) -> int:
+        return 0
+
+    def flush(self) -> None:
+        return None
+
+    def isatty(self) -> bool:
+        return False

@@ -1,0 +1,141 @@
+"""The one result model both back-ends produce, and its text, JSON and SARIF renderings."""
+
+from __future__ import annotations
+
+from typing import Any, Literal
+
+from pydantic import BaseModel, Field
+
+from . import __version__
+
+Severity = Literal["error", "warning", "note"]
+
+# Undefined names and syntax errors break at run time; the rest are warnings.
+ERROR_CODES = {"E999", "F821", "F822", "F823", "F633", "F701", "F702", "F704", "F706", "F707"}
+
+
+class Finding(BaseModel):
+    file: str
+    line: int
+    column: int = Field(description="1-based")
+    code: str
+    message: str
+    severity: Severity = "warning"
+
+
+class FileReview(BaseModel):
+    file: str
+    formatted: bool = Field(description="True when the formatter would change nothing")
+    diff: str = ""
+    findings: list[Finding] = Field(default_factory=list)
+    fixed: str | None = Field(None, description="the formatted text, when asked with fix")
+    error: str | None = Field(None, description="why the file could not be reviewed")
+
+
+class Review(BaseModel):
+    backend: str
+    files: list[FileReview]
+    suggestions: list[str] | None = None
+
+    @property
+    def findings(self) -> list[Finding]:
+        return [f for review in self.files for f in review.findings]
+
+    @property
+    def clean(self) -> bool:
+        return all(r.formatted and not r.findings and not r.error for r in self.files)
+
+    def summary(self) -> dict[str, int]:
+        return {
+            "files": len(self.files),
+            "findings": len(self.findings),
+            "unformatted": sum(1 for r in self.files if not r.formatted),
+            "errors": sum(1 for r in self.files if r.error),
+        }
+
+
+def severity_of(code: str) -> Severity:
+    return "error" if code in ERROR_CODES else "warning"
+
+
+def to_text(review: Review) -> str:
+    lines = []
+    for file in review.files:
+        if file.error:
+            lines.append(f"{file.file}: cannot review: {file.error}")
+        for f in file.findings:
+            lines.append(f"{f.file}:{f.line}:{f.column}: {f.code} {f.message}")
+        if not file.formatted:
+            lines.append(f"{file.file}: would reformat")
+    s = review.summary()
+    lines.append(
+        f"{s['files']} file(s): {s['findings']} finding(s), {s['unformatted']} to reformat"
+        + (f", {s['errors']} unreadable" if s["errors"] else "")
+        + f" ({review.backend})"
+    )
+    return "\n".join(lines)
+
+
+def to_json(review: Review) -> dict[str, Any]:
+    return {**review.model_dump(mode="json"), "summary": review.summary(), "clean": review.clean}
+
+
+def to_sarif(review: Review, root: str | None = None) -> dict[str, Any]:
+    """SARIF 2.1.0, as GitHub code scanning and other SARIF consumers accept it.
+
+    File URIs are relative to ``SRCROOT``, which is ``root`` (a ``file://`` URI ending in ``/``)
+    when given.
+    """
+    rules: dict[str, dict[str, Any]] = {}
+    results: list[dict[str, Any]] = []
+    level = {"error": "error", "warning": "warning", "note": "note"}
+
+    def location(file: str, line: int, column: int) -> dict[str, Any]:
+        return {
+            "physicalLocation": {
+                "artifactLocation": {"uri": file.replace("\\", "/"), "uriBaseId": "SRCROOT"},
+                "region": {"startLine": max(line, 1), "startColumn": max(column, 1)},
+            }
+        }
+
+    for file in review.files:
+        for f in file.findings:
+            rules.setdefault(f.code, {"id": f.code, "shortDescription": {"text": f.message}})
+            results.append(
+                {
+                    "ruleId": f.code,
+                    "level": level[f.severity],
+                    "message": {"text": f.message},
+                    "locations": [location(f.file, f.line, f.column)],
+                }
+            )
+        if not file.formatted:
+            rules.setdefault(
+                "format", {"id": "format", "shortDescription": {"text": "File is not formatted"}}
+            )
+            results.append(
+                {
+                    "ruleId": "format",
+                    "level": "note",
+                    "message": {"text": f"would reformat ({review.backend})"},
+                    "locations": [location(file.file, 1, 1)],
+                }
+            )
+    return {
+        "$schema": "https://json.schemastore.org/sarif-2.1.0.json",
+        "version": "2.1.0",
+        "runs": [
+            {
+                "tool": {
+                    "driver": {
+                        "name": "corec-reviser",
+                        "version": __version__,
+                        "informationUri": "https://pypi.org/project/corec-reviser/",
+                        "rules": list(rules.values()),
+                    }
+                },
+                "originalUriBaseIds": {"SRCROOT": {"uri": root or "file:///"}},
+                "results": results,
+            }
+        ],
+    }

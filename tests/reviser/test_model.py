@@ -1,0 +1,113 @@
+"""The optional model step, with a tiny model the test builds and saves itself (no download)."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from pathlib import Path
+from typing import Any
+
+import corec_reviser.processor as reviser
+import pytest
+
+pytestmark = pytest.mark.timeout(300)
+
+
+def _need_transformers() -> None:
+    try:
+        import tokenizers  # noqa: F401
+        import torch  # noqa: F401
+        import transformers  # noqa: F401
+    except ImportError as exc:
+        if os.environ.get("CI"):
+            pytest.fail(f"the model tests need corec-reviser[model] in CI: {exc}")
+        pytest.skip(f"corec-reviser[model] is not installed ({exc}); CI installs it")
+
+
+@pytest.fixture(scope="module")
+def tiny_model(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A randomly initialised 1-layer GPT-2 and a byte-level BPE tokenizer trained here."""
+    _need_transformers()
+    import torch
+    from tokenizers import ByteLevelBPETokenizer
+    from transformers import GPT2Config, GPT2LMHeadModel, PreTrainedTokenizerFast
+
+    path = tmp_path_factory.mktemp("tiny-model")
+    corpus = [
+        "def f(x):\n    return x\n",
+        "import os\nprint(os.getcwd())\n",
+        "# Suggestions:\n",
+    ] * 20
+    bpe = ByteLevelBPETokenizer()
+    bpe.train_from_iterator(corpus, vocab_size=300, min_frequency=1, special_tokens=["<|eos|>"])
+    tokenizer = PreTrainedTokenizerFast(tokenizer_object=bpe, eos_token="<|eos|>")
+    tokenizer.save_pretrained(path)
+    torch.manual_seed(0)
+    config = GPT2Config(
+        vocab_size=tokenizer.vocab_size, n_positions=1024, n_embd=32, n_layer=1, n_head=2
+    )
+    GPT2LMHeadModel(config).save_pretrained(path)
+    return path
+
+
+def test_suggestions_from_a_local_model(tiny_model: Path) -> None:
+    from corec_reviser.model import suggest
+
+    lines = suggest("import os\n", tiny_model, max_new_tokens=12)
+    assert isinstance(lines, list) and all(isinstance(x, str) and x for x in lines)
+    assert lines == suggest("import os\n", tiny_model, max_new_tokens=12)  # greedy: repeatable
+
+
+async def test_review_code_with_the_model(
+    tiny_model: Path, corec_register: Any, corec_kernel: Any
+) -> None:
+    corec_register(reviser, name="reviser")
+    kernel = corec_kernel(sections={"reviser": {"model_path": str(tiny_model)}})
+    async with kernel:
+        out = await kernel.execute({"action": "review_code", "params": {"source": "x = 1\n"}})
+    assert out["status"] == "ok", out
+    assert isinstance(out["result"]["suggestions"], list)
+
+
+async def test_missing_model_path_is_a_typed_error(
+    tmp_path: Path, corec_register: Any, corec_kernel: Any
+) -> None:
+    corec_register(reviser, name="reviser")
+    kernel = corec_kernel()
+    async with kernel:
+        out = await kernel.execute(
+            {
+                "action": "review_code",
+                "params": {"source": "x = 1\n", "model": str(tmp_path / "no")},
+            }
+        )
+    assert out["error"]["type"] == "handler_error"
+    assert "model_path" in out["error"]["message"]
+
+
+def test_missing_extra_is_a_typed_error_not_an_import_error(tmp_path: Path) -> None:
+    # Fault injection: transformers is installed here, so the test blocks its import in a
+    # child process (sys.modules[...] = None makes `import transformers` fail).
+    (tmp_path / "cfg").mkdir()
+    script = (
+        "import sys; sys.modules['transformers'] = None\n"
+        "from corec_reviser.model import suggest, ModelUnavailable\n"
+        f"try:\n    suggest('x = 1', {str(tmp_path / 'cfg')!r})\n"
+        "except ModelUnavailable as exc:\n    print('typed:', exc)\n"
+    )
+    out = subprocess.run(
+        [sys.executable, "-c", script], capture_output=True, text=True, check=False
+    )
+    assert out.returncode == 0, out.stderr
+    assert "typed: model suggestions need the optional extra" in out.stdout
+
+
+def test_heavy_imports_only_when_the_step_is_used() -> None:
+    script = (
+        "import sys\n"
+        "import corec_reviser.processor, corec_reviser.backends, corec_reviser.model\n"
+        "print(sorted(m for m in ('torch', 'transformers') if m in sys.modules))\n"
+    )
+    out = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, check=True)
+    assert out.stdout.strip() == "[]"
