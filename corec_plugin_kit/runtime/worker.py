@@ -768,10 +768,25 @@ class Worker:
         if keep:
             await self.redis.xtrim(self.stream, minid=min(keep, key=_id_key), approximate=True)
 
+    async def _purge(self, days: float) -> None:
+        """Delete records older than ``records_retention_days`` (in batches, by the store)."""
+        from datetime import timedelta
+
+        try:
+            removed = await self.store.purge(timedelta(days=days))
+        except DatabaseUnavailable as exc:
+            log.warning("record purge skipped: %s", exc)
+            return
+        if removed:
+            log.info("purged %d records older than %g days", removed, days)
+
     async def _maintain(self) -> None:
         renew_every = max(0.05, self.cfg.claim_idle_ms / 3000)
         reclaim_every = max(0.05, self.cfg.claim_idle_ms / 2000)
-        last_reclaim = last_gauges = last_trim = 0.0
+        last_reclaim = last_gauges = last_trim = last_purge = 0.0
+        retention = self.cfg.records_retention_days
+        # Purge expired records at start, then every hour (or half the retention if shorter).
+        purge_every = min(3600.0, retention * 43_200) if retention else None
         while not self._stopping.is_set():
             with contextlib.suppress(asyncio.TimeoutError, TimeoutError):
                 await asyncio.wait_for(self._stopping.wait(), min(renew_every, 1.0))
@@ -792,6 +807,9 @@ class Worker:
                 if now - last_trim >= self.cfg.trim_interval_s:
                     last_trim = now
                     await self.trim_input()
+                if self.store is not None and purge_every and now - last_purge >= purge_every:
+                    last_purge = now
+                    await self._purge(retention or 0)
             except ResponseError as exc:
                 if "NOGROUP" in str(exc):
                     continue  # the reader re-creates the group

@@ -136,3 +136,47 @@ async def test_send_wait_prints_the_result_of_a_running_worker(
     finally:
         worker.terminate()
         assert await asyncio.wait_for(worker.wait(), 20) == 0
+
+
+def test_manager_cli_lists_and_replays_dead_letters(corec_streams: dict[str, Any]) -> None:
+    import subprocess
+
+    import redis as syncredis
+    from runtime_helpers import subprocess_env
+
+    env = subprocess_env(corec_streams)
+    env["COREC_PLUGINS"] = "echo_proc"
+    env.pop("COREC_LOAD_PROCESSORS")  # the manager processor is needed too
+    client = syncredis.Redis.from_url(corec_streams["redis_url"])
+    try:
+        for i in range(3):
+            client.xadd(corec_streams["stream_in"], payload("echo", {"n": "x"}, id=f"d{i}"))
+
+        def kit(*args: str) -> subprocess.CompletedProcess[str]:
+            return subprocess.run(
+                [sys.executable, "-m", "corec_plugin_kit", *args],
+                env=env, capture_output=True, text=True, timeout=60, check=False,
+            )  # fmt: skip
+
+        assert kit("run", "--burst").returncode == 0
+        listed = kit("manager", "dlq", "list", "--json")
+        assert listed.returncode == 0, listed.stderr
+        page = orjson.loads(listed.stdout)
+        assert page["total"] == 3
+        text = kit("manager", "dlq", "list", "--limit", "2")
+        assert "invalid_params" in text.stdout and "more: corec-kit manager dlq list" in text.stdout
+        first = page["entries"][0]["entry_id"]
+        one = kit("manager", "dlq", "replay", first)
+        assert one.returncode == 0 and "replayed 1" in one.stdout
+        missing = kit("manager", "dlq", "replay", "1-1")
+        assert missing.returncode == 1 and "not found: 1-1" in missing.stderr
+        usage = kit("manager", "dlq", "replay")
+        assert usage.returncode == 2
+        rest = kit("manager", "dlq", "replay", "--all")
+        assert rest.returncode == 0 and "replayed 2" in rest.stdout
+        assert "replaying" in rest.stderr  # the progress bar
+        assert client.xlen(corec_streams["dead_letter_stream"]) == 0
+        stats = orjson.loads(kit("manager", "stats").stdout)
+        assert stats["lag"] == 3
+    finally:
+        client.close()

@@ -155,3 +155,37 @@ async def test_postgres_down_30s_under_load_loses_nothing_and_dead_letters_nothi
     records = await all_records(kernel, corec_postgres_schema_url)
     assert len(records) == sent
     assert all(r.status == "ok" for r in records)
+
+
+async def test_the_worker_purges_records_past_their_retention(
+    echo_kernel: Any, corec_redis: Any, corec_streams: dict[str, Any], tmp_path: Any
+) -> None:
+    from corec_plugin_kit.runtime.service import run_worker
+
+    stream = corec_streams["stream_in"]
+    # 2e-5 days is 1.7 s: the first records expire while the worker keeps running.
+    kernel = echo_kernel(
+        records=True,
+        database_url=f"sqlite:///{tmp_path}/purge.db",
+        records_retention_days=2e-5,
+    )
+    for i in range(20):
+        await corec_redis.xadd(stream, payload("echo", {"n": i}, id=f"old{i}"))
+    task = asyncio.ensure_future(run_worker(kernel))
+    try:
+        for _ in range(100):
+            if len(await results(corec_redis, corec_streams["stream_out"])) == 20:
+                break
+            await asyncio.sleep(0.05)
+        assert len(await all_records(kernel)) == 20
+        await asyncio.sleep(2.5)  # past the retention, and past a purge interval (0.86 s)
+        await corec_redis.xadd(stream, payload("echo", {"n": 99}, id="new"))
+        for _ in range(100):
+            keys = {r.command_key for r in await all_records(kernel)}
+            if keys == {"new"}:
+                break
+            await asyncio.sleep(0.1)
+    finally:
+        kernel.runtime.stop()
+        await asyncio.wait_for(task, 20)
+    assert keys == {"new"}

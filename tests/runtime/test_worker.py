@@ -187,3 +187,35 @@ async def test_small_batches_and_concurrency(
     await corec_worker(echo_kernel(batch_size=batch_size, concurrency=3))
     got = await results(corec_redis, corec_streams["stream_out"])
     assert {r["result"]["n"] for r in got.values()} == set(range(50))
+
+
+async def test_long_handlers_keep_their_claim_while_another_worker_reclaims(
+    echo_kernel: Any, corec_redis: Any, corec_streams: dict[str, Any]
+) -> None:
+    from corec_plugin_kit.runtime.service import run_worker
+
+    stream = corec_streams["stream_in"]
+    for i in range(5):
+        await corec_redis.xadd(stream, payload("sleep", {"seconds": 1.5, "n": i}, id=f"long{i}"))
+    first = echo_kernel(claim_idle_ms=300)
+    second = echo_kernel(claim_idle_ms=300)
+    a = asyncio.ensure_future(run_worker(first, consumer="A"))
+    await asyncio.sleep(0.3)  # A has taken all five
+    b = asyncio.ensure_future(run_worker(second, consumer="B"))  # reclaims every 150 ms
+    try:
+        await asyncio.sleep(0.9)  # three claim_idle_ms periods into the handlers
+        rows = await corec_redis.xpending_range(stream, corec_streams["group"], "-", "+", 10)
+        # still A's, never claimed again (a renewal is XCLAIM JUSTID: no delivery counted)
+        assert [(r["consumer"], r["times_delivered"]) for r in rows] == [(b"A", 1)] * 5
+        for _ in range(100):
+            if len(await results(corec_redis, corec_streams["stream_out"])) == 5:
+                break
+            await asyncio.sleep(0.05)
+    finally:
+        first.runtime.stop()
+        second.runtime.stop()
+        stats_a, stats_b = await asyncio.gather(a, b)
+    got = await results(corec_redis, corec_streams["stream_out"])  # asserts no duplicate
+    assert len(got) == 5
+    assert all(r["attempt"] == 1 for r in got.values())  # never redelivered
+    assert stats_a.ok == 5 and stats_b.reclaimed == 0
