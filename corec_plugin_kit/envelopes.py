@@ -111,6 +111,9 @@ def parse_fields(fields: dict[Any, Any], max_bytes: int | None = None) -> dict[s
     return check_shape(data)
 
 
+_ENVELOPE_KEYS = frozenset({"action", "params", "id", "reply_to", "meta"})
+
+
 def check_shape(data: dict[str, Any]) -> dict[str, Any]:
     """Validate the envelope's own keys (not the params) without building a model."""
     action = data.get("action")
@@ -128,7 +131,7 @@ def check_shape(data: dict[str, Any]) -> dict[str, Any]:
     meta = data.get("meta")
     if meta is not None and not isinstance(meta, dict):
         raise InvalidCommand("`meta` must be a JSON object")
-    extra = set(data) - {"action", "params", "id", "reply_to", "meta"}
+    extra = data.keys() - _ENVELOPE_KEYS
     if extra:
         raise InvalidCommand(f"unknown envelope keys: {', '.join(sorted(extra))}")
     return data

@@ -6,20 +6,61 @@ label children in dicts so the per-command cost is a dict lookup plus an increme
 
 from __future__ import annotations
 
+import weakref
+from bisect import bisect_left
+from collections import defaultdict
+from collections.abc import Iterator
 from typing import Any
 
-from prometheus_client import Counter, Gauge, Histogram, start_http_server
+from prometheus_client import REGISTRY, Counter, Gauge, start_http_server
+from prometheus_client.core import (
+    CounterMetricFamily,
+    GaugeMetricFamily,
+    HistogramMetricFamily,
+    Metric,
+)
 
-COMMANDS = Counter(
-    "corec_commands", "Commands finished, by outcome", ["processor", "action", "outcome"]
-)
-DURATION = Histogram(
-    "corec_command_duration_seconds",
-    "Handler duration",
-    ["processor", "action"],
-    buckets=(0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30),
-)
-IN_FLIGHT = Gauge("corec_commands_in_flight", "Commands being handled by this worker")
+BUCKETS = (0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30)
+
+# Per-command metrics are plain dict tallies, turned into metric families only when scraped:
+# prometheus_client's Counter/Histogram take a lock per call, which the stream loop pays for
+# every command. Reads from the scrape thread see a snapshot at most one command old.
+_counts: defaultdict[tuple[str, str, str], float] = defaultdict(float)
+_histograms: dict[tuple[str, str], list[float]] = {}  # bucket counts..., +Inf count, sum
+_workers: weakref.WeakSet[Any] = weakref.WeakSet()
+
+
+class _Collector:
+    """corec_commands_total, corec_command_duration_seconds, corec_commands_in_flight."""
+
+    def collect(self) -> Iterator[Metric]:
+        commands = CounterMetricFamily(
+            "corec_commands",
+            "Commands finished, by outcome",
+            labels=["processor", "action", "outcome"],
+        )
+        for outcome_labels, value in list(_counts.items()):
+            commands.add_metric(list(outcome_labels), value)
+        yield commands
+        duration = HistogramMetricFamily(
+            "corec_command_duration_seconds", "Handler duration", labels=["processor", "action"]
+        )
+        for labels, tally in list(_histograms.items()):
+            counts = list(tally)
+            cumulative, buckets = 0.0, list[tuple[str, float]]()
+            for bound, count in zip((*BUCKETS, float("inf")), counts[:-1], strict=True):
+                cumulative += count
+                buckets.append(("+Inf" if bound == float("inf") else str(bound), cumulative))
+            duration.add_metric(list(labels), buckets, counts[-1])
+        yield duration
+        yield GaugeMetricFamily(
+            "corec_commands_in_flight",
+            "Commands being handled by this process's workers",
+            value=sum(len(worker.inflight) for worker in list(_workers)),
+        )
+
+
+REGISTRY.register(_Collector())
 LAG = Gauge("corec_stream_lag", "Entries not yet delivered to the group", ["stream", "group"])
 PENDING = Gauge(
     "corec_pending_entries", "Entries delivered but not acknowledged", ["stream", "group"]
@@ -31,26 +72,22 @@ READS = Counter("corec_stream_reads", "XREADGROUP calls that returned entries")
 
 
 class Recorder:
-    """Caches label children; ``known`` bounds the action label to routed actions."""
+    """Per-worker front of the tallies; ``known`` bounds the action label to routed actions."""
 
-    def __init__(self, known_actions: set[str]) -> None:
+    def __init__(self, known_actions: set[str], worker: Any = None) -> None:
         self.known = known_actions
-        self._done: dict[tuple[str, str, str], Any] = {}
-        self._duration: dict[tuple[str, str], Any] = {}
+        if worker is not None:
+            _workers.add(worker)
 
     def finished(self, processor: str | None, action: str, outcome: str, seconds: float) -> None:
         action = action if action in self.known else "unknown"
         processor = processor or "none"
-        key = (processor, action, outcome)
-        child = self._done.get(key)
-        if child is None:
-            child = self._done[key] = COMMANDS.labels(processor, action, outcome)
-        child.inc()
-        dkey = (processor, action)
-        hist = self._duration.get(dkey)
-        if hist is None:
-            hist = self._duration[dkey] = DURATION.labels(processor, action)
-        hist.observe(seconds)
+        _counts[(processor, action, outcome)] += 1
+        tally = _histograms.get((processor, action))
+        if tally is None:
+            tally = _histograms[(processor, action)] = [0.0] * (len(BUCKETS) + 2)
+        tally[bisect_left(BUCKETS, seconds)] += 1
+        tally[-1] += seconds
 
     def dead_letter(self, action: str) -> None:
         DEAD_LETTERS.labels(action if action in self.known else "unknown").inc()

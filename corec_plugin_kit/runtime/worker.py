@@ -174,7 +174,7 @@ class Worker:
         self.clock = clock
         self.stats = WorkerStats()
         self.dispatcher = kernel.dispatcher
-        self.metrics = metrics.Recorder(set(kernel.routing))
+        self.metrics = metrics.Recorder(set(kernel.routing), self)
         self.breakers: dict[str, CircuitBreaker] = {}
         self.parked: dict[str, deque[Entry]] = {}
         self._parked_ids: set[str] = set()
@@ -272,7 +272,6 @@ class Worker:
 
     def _spawn(self, entry: Entry) -> None:
         self.inflight[entry.entry_id] = entry
-        metrics.IN_FLIGHT.inc()
         entry.timed_out = False
         task = entry.task = _start(self._handle(entry))
         if not task.done():
@@ -397,7 +396,6 @@ class Worker:
         except asyncio.CancelledError:
             # Shutdown past the grace period: the entry stays pending for another consumer.
             self.inflight.pop(entry.entry_id, None)
-            metrics.IN_FLIGHT.dec()
             raise
         except Exception as exc:  # pragma: no cover - a kit bug: answer, dead-letter, go on
             log.exception("worker failed on entry %s; dead-lettering it", entry.entry_id)
@@ -525,7 +523,6 @@ class Worker:
 
     def _park(self, entry: Entry) -> None:
         self.inflight.pop(entry.entry_id, None)
-        metrics.IN_FLIGHT.dec()
         self.parked.setdefault(entry.processor or "", deque()).append(entry)
         self._parked_ids.add(entry.entry_id)
         self._room.set()
@@ -687,7 +684,6 @@ class Worker:
             self._committing = len(batch)
             for entry in batch:
                 self.inflight.pop(entry.entry_id, None)
-            metrics.IN_FLIGHT.dec(len(batch))
             try:
                 durable = await self._commit(batch)
             finally:

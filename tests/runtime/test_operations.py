@@ -51,7 +51,12 @@ async def test_metrics_are_served_with_bounded_labels(
     )
     assert "made_up" not in text
     assert 'corec_dead_letters_total{action="unknown"}' in text
-    assert "corec_command_duration_seconds_bucket" in text
+    assert 'corec_command_duration_seconds_count{action="echo",processor="echo_proc"} 1.0' in text
+    assert (
+        'corec_command_duration_seconds_bucket{action="echo",le="+Inf",processor="echo_proc"} 1.0'
+        in text
+    )
+    assert "corec_commands_in_flight 0.0" in text
     assert 'corec_circuit_state{processor="echo_proc"} 0.0' in text
     assert "corec_commands_in_flight" in text
     for name in ("corec_stream_lag", "corec_pending_entries", "corec_redeliveries_total"):
