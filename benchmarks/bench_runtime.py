@@ -119,6 +119,9 @@ def drain_rate(r: syncredis.Redis, out: str, n: int) -> float:
     return (n - 1) / max(t1 - t0, 1) * 1000
 
 
+SETTINGS: dict[str, str] = {}  # --set key=value: kernel settings for every kernel scenario
+
+
 def worker_env(streams: dict[str, str], records: str, state_dir: str) -> dict[str, str]:
     env = {k: v for k, v in os.environ.items() if not k.startswith("COREC_")}
     env.update(
@@ -132,7 +135,7 @@ def worker_env(streams: dict[str, str], records: str, state_dir: str) -> dict[st
             "COREC_LOAD_PROCESSORS": "echo_proc",
         }
     )
-    for key, value in streams.items():
+    for key, value in {**streams, **SETTINGS}.items():
         env[f"COREC_KERNEL__{key.upper()}"] = value
     if records == "off":
         env["COREC_KERNEL__RECORDS"] = "false"
@@ -234,34 +237,57 @@ def main() -> None:
     )  # fmt: skip
     parser.add_argument("--rate", type=int, default=2000, help="latency scenario send rate")
     parser.add_argument("--json", dest="json_out", help="also write the figures here")
+    parser.add_argument(
+        "--set", action="append", default=[], metavar="KEY=VALUE",
+        help="a kernel setting for the kernel scenarios, e.g. --set concurrency=1024",
+    )  # fmt: skip
     args = parser.parse_args()
+    SETTINGS.update(item.split("=", 1) for item in args.set)
     wanted = args.only.split(",")
     r = syncredis.Redis.from_url(REDIS_URL)
     r.ping()
     results: dict[str, Any] = {}
     order = ["raw", "kernel", "sqlite", "postgres", "two_workers"]
     # Interleave the repeats so that machine noise hits every scenario alike.
+    ratios: dict[str, list[float]] = {}
     for _ in range(args.repeat):
+        # One round runs every scenario back to back; ratios are taken within a round, so
+        # that the machine's drift between rounds cancels out. Reported: the median ratio.
+        round_rates: dict[str, float] = {}
         for kind in order:
             if kind in wanted:
                 res = scenario(kind, args.n, r)
+                round_rates[kind] = res["rate"]
                 best = results.get(kind)
                 if best is None or res["rate"] > best["rate"]:
                     results[kind] = res
-    base = results.get("raw", {}).get("rate")
-    print(f"\n{args.n} commands, best of {args.repeat}, Python {sys.version.split()[0]}")
-    print(f"{'scenario':<14} {'cmd/s':>9} {'x raw':>7} {'RSS MiB':>8} {'Redis CPU':>10}")
+        for kind, rate in round_rates.items():
+            if "raw" in round_rates:
+                ratios.setdefault(kind, []).append(rate / round_rates["raw"])
+        if "kernel" in round_rates and "two_workers" in round_rates:
+            ratios.setdefault("scale", []).append(
+                round_rates["two_workers"] / round_rates["kernel"]
+            )
+    print(f"\n{args.n} commands, {args.repeat} rounds, Python {sys.version.split()[0]}")
+    print(
+        f"{'scenario':<14} {'best cmd/s':>10} {'x raw (median)':>15} {'per round':>24}"
+        f" {'RSS MiB':>8} {'Redis CPU':>10}"
+    )
     for kind in order:
         if kind in results:
             res = results[kind]
-            ratio = f"{res['rate'] / base:.2f}" if base else "-"
+            got = ratios.get(kind, [])
+            median = f"{statistics.median(got):.2f}" if got else "-"
+            rounds = " ".join(f"{x:.2f}" for x in got)
+            res["ratio_median"] = statistics.median(got) if got else None
+            res["ratios"] = got
             print(
-                f"{kind:<14} {res['rate']:>9.0f} {ratio:>7} {res['rss_mib']:>8.1f}"
-                f" {res['redis_cpu']:>9.0%}"
+                f"{kind:<14} {res['rate']:>10.0f} {median:>15} {rounds:>24}"
+                f" {res['rss_mib']:>8.1f} {res['redis_cpu']:>9.0%}"
             )
-    if "kernel" in results and "two_workers" in results:
-        scale = results["two_workers"]["rate"] / results["kernel"]["rate"]
-        print(f"two workers / one worker: {scale:.2f}x")
+    if ratios.get("scale"):
+        scale = statistics.median(ratios["scale"])
+        print(f"two workers / one worker (median of rounds): {scale:.2f}x")
         results["scale_two_workers"] = scale
     if "latency" in wanted:
         lat = latency(args.rate, 5.0, r)
