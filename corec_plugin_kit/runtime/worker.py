@@ -279,9 +279,17 @@ class Worker:
             task.add_done_callback(self._tasks.discard)
 
     def _room_left(self) -> int:
-        if self._committing + len(self._done) > 2 * self.batch_size:
+        """How many entries to read now.
+
+        ``concurrency`` bounds the handlers running; finished entries waiting for the committer
+        do not count against it, so reading goes on while a commit is in flight and the next
+        commit is larger. That backlog is bounded by ``4 x batch_size``.
+        """
+        backlog = self._committing + len(self._done)
+        if backlog > 4 * self.batch_size:
             return 0  # the committer is behind: let it catch up before reading more
-        return max(0, min(self.batch_size, self.concurrency - len(self.inflight)))
+        running = len(self.inflight) - len(self._done)
+        return max(0, min(self.batch_size, self.concurrency - running))
 
     async def _read(self, last_id: str, block: int | None) -> list[Any]:
         room = self._room_left()
