@@ -178,6 +178,7 @@ class Worker:
         self.breakers: dict[str, CircuitBreaker] = {}
         self.parked: dict[str, deque[Entry]] = {}
         self._parked_ids: set[str] = set()
+        self._committing_ids: set[str] = set()  # finished, being recorded and acknowledged
         self.inflight: dict[str, Entry] = {}  # entry id -> entry being handled
         self._tasks: set[asyncio.Task[Any]] = set()
         self._done: list[Entry] = []
@@ -263,7 +264,9 @@ class Worker:
         taken = 0
         for entry_id, fields in raw:
             eid = _s(entry_id)
-            if eid in self.inflight or eid in self._parked_ids or fields is None:
+            if eid in self.inflight or eid in self._parked_ids or eid in self._committing_ids:
+                continue
+            if fields is None:
                 continue
             entry = Entry(eid, fields, (deliveries or {}).get(eid, 1))
             self._spawn(entry)
@@ -692,10 +695,12 @@ class Worker:
             self._committing = len(batch)
             for entry in batch:
                 self.inflight.pop(entry.entry_id, None)
+            self._committing_ids = {entry.entry_id for entry in batch if entry.ack}
             try:
                 durable = await self._commit(batch)
             finally:
                 self._committing = 0
+                self._committing_ids = set()
             if durable:
                 for entry in batch:
                     if not entry.ack:
@@ -800,6 +805,7 @@ class Worker:
             try:
                 old = [e.entry_id for e in self.inflight.values() if now - e.taken_at > renew_every]
                 old += [e.entry_id for q in self.parked.values() for e in q]
+                old += self._committing_ids  # held while the database or Redis is away
                 await self._renew(old)
                 self._retry_parked()
                 if not self.burst and now - last_reclaim >= reclaim_every:
