@@ -91,3 +91,61 @@ def test_many_files_agree_with_one_by_one(name: str, tmp_path: Path) -> None:
         assert review.formatted == single.formatted
         assert review.diff == single.diff
     assert batch[6].error == "not UTF-8 text"
+
+
+def _codes(name: str, source: str) -> list[tuple[str, int, int]]:
+    review = make_backend(ReviserConfig(), name).review(source, "d.py")
+    return [(f.code, f.line, f.column) for f in review.findings]
+
+
+def test_where_the_back_ends_differ_file_level_noqa() -> None:
+    # ruff treats a file-level "flake8: noqa" or "ruff: noqa" header as "skip this file";
+    # pyflakes reads no comments at all. The headers are built by concatenation so that ruff,
+    # linting this test file, does not take them as directives for the test file itself.
+    for tool in ("flake8", "ruff"):
+        header = "# " + tool + ": noqa\n"
+        source = header + "import os\n"
+        assert _codes("ruff", source) == []
+        assert _codes("black+pyflakes", source) == [("F401", 2, 1)]
+
+
+def test_where_the_back_ends_differ_pyflakes_only_duplicate_key() -> None:
+    # pyflakes reports every occurrence of a repeated dict key; ruff only the repeats after the
+    # first, so the first `'a'` is a pyflakes-only finding.
+    source = "d = {'a': 1, 'a': 2}\n"
+    assert _codes("black+pyflakes", source) == [("F601", 1, 6), ("F601", 1, 14)]
+    assert _codes("ruff", source) == [("F601", 1, 14)]
+
+
+def test_where_the_back_ends_differ_syntax_errors() -> None:
+    # ruff's parser recovers and reports every error; pyflakes stops at the first (compile()).
+    source = "def (:\nclass :\n"
+    classic = _codes("black+pyflakes", source)
+    ruff = _codes("ruff", source)
+    assert classic == [("E999", 1, 5)]
+    assert len(ruff) > 1 and {c for c, _, _ in ruff} == {"E999"}
+    assert ruff[0] == ("E999", 1, 5) and any(line == 2 for _, line, _ in ruff)
+
+
+def test_where_the_back_ends_differ_columns() -> None:
+    # ruff points at the bound name, pyflakes at the start of the statement or handler.
+    source = "try:\n    pass\nexcept Exception as e:\n    pass\n"
+    assert _codes("ruff", source) == [("F841", 3, 21)]
+    assert _codes("black+pyflakes", source) == [("F841", 3, 1)]
+
+
+@pytest.mark.parametrize("isolated", [True, False])
+def test_ruff_ignores_the_reviewed_trees_config_unless_asked(
+    tmp_path: Path, isolated: bool
+) -> None:
+    # A project config asking for single quotes must not change the verdict while ruff_isolated
+    # is on (the default): the same file gets the same verdict wherever it lives. (The rule
+    # selection and line length are always the reviser's: they are passed on the command line.)
+    (tmp_path / "pyproject.toml").write_text("[tool.ruff.format]\nquote-style = 'single'\n")
+    path = tmp_path / "m.py"
+    path.write_text("x = 'a'\n")
+    backend = make_backend(ReviserConfig(ruff_isolated=isolated), "ruff")
+    many = backend.review_files([path], ["m.py"])[0]
+    one = backend.review(path.read_text(), str(path))
+    assert many.formatted is one.formatted is (not isolated)
+    assert ('+x = "a"' in many.diff) is isolated

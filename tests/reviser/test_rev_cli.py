@@ -106,3 +106,12 @@ def test_many_files_in_parallel_with_progress(kit: Any, tmp_path: Path, backend:
     assert "reviewing" in out.stderr  # the progress bar, on stderr
     quiet = kit("reviser", "review", ".", "--no-progress", "--backend", backend)
     assert "reviewing" not in quiet.stderr
+    # stderr is a pipe here, not a terminal: no progress unless asked
+    default = kit("reviser", "review", ".", "--backend", backend)
+    assert default.returncode == 1 and "reviewing" not in default.stderr
+
+
+def test_a_model_that_cannot_load_is_a_usage_error(kit: Any, tree: Path) -> None:
+    out = kit("reviser", "review", "src/good.py", "--model", str(tree / "no-model"))
+    assert out.returncode == 2, out.stderr
+    assert "reviser.model_path" in out.stderr and "Traceback" not in out.stderr

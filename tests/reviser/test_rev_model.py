@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import os
 import subprocess
 import sys
@@ -111,3 +112,26 @@ def test_heavy_imports_only_when_the_step_is_used() -> None:
     )
     out = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, check=True)
     assert out.stdout.strip() == "[]"
+
+
+async def test_review_code_on_paths_with_the_model(
+    tiny_model: Path, tmp_path: Path, corec_register: Any, corec_kernel: Any
+) -> None:
+    corec_register(reviser, name="reviser")
+    root = tmp_path / "root"
+    root.mkdir()
+    (root / "m.py").write_text("import os\n")
+    section = {"root": str(root), "model_path": str(tiny_model), "model_max_new_tokens": 8}
+    kernel = corec_kernel(sections={"reviser": section})
+    async with kernel:
+        out = await kernel.execute({"action": "review_code", "params": {"paths": ["m.py"]}})
+    assert out["status"] == "ok", out
+    assert out["result"]["files"][0]["findings"][0]["code"] == "F401"
+    assert isinstance(out["result"]["suggestions"], list)
+
+
+def test_the_cli_runs_the_model(tiny_model: Path, kit: Any, tmp_path: Path) -> None:
+    (tmp_path / "ok.py").write_text("x = 1\n")
+    out = kit("reviser", "review", "ok.py", "--model", str(tiny_model), "--format", "json")
+    assert out.returncode == 0, out.stderr
+    assert isinstance(json.loads(out.stdout)["suggestions"], list)

@@ -158,10 +158,10 @@ class BlackPyflakes:
 
     def review(self, source: str, name: str, *, fix: bool = False) -> FileReview:
         import black
-        from pyflakes.api import check
+        from pyflakes.api import check  # type: ignore[import-untyped]
 
         collector = _Collector(name)
-        check(source, name, collector)  # type: ignore[arg-type]
+        check(source, name, collector)
         findings = sorted(collector.findings, key=lambda f: (f.line, f.column, f.code))
         try:
             formatted = black.format_str(
@@ -250,7 +250,7 @@ class Ruff:
     name = "ruff"
 
     def __init__(self, config: ReviserConfig) -> None:
-        from ruff.__main__ import find_ruff_bin
+        from ruff.__main__ import find_ruff_bin  # type: ignore[import-untyped]
 
         self.config = config
         self.binary = str(find_ruff_bin())

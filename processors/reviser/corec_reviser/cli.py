@@ -5,7 +5,7 @@ from __future__ import annotations
 import json
 import sys
 from pathlib import Path
-from typing import Any
+from typing import Any, TextIO, cast
 
 import click
 
@@ -93,9 +93,8 @@ def add_commands(group: click.Group) -> None:
         show = progress if progress is not None else sys.stderr.isatty()
         reviews = []
         step = 200 if len(files) > 200 else len(files)
-        with click.progressbar(
-            length=len(files), label="reviewing", file=sys.stderr if show else _Null()
-        ) as bar:
+        sink = sys.stderr if show else cast("TextIO", _Null())
+        with click.progressbar(length=len(files), label="reviewing", file=sink) as bar:
             for start in range(0, len(files), step):
                 reviews += chosen.review_files(
                     files[start : start + step], names[start : start + step]
@@ -111,12 +110,17 @@ def add_commands(group: click.Group) -> None:
                         reviews[i] = item.model_copy(update={"formatted": True, "diff": ""})
         result = Review(backend=chosen.name, files=reviews)
         if model_path is not None or config.model_path is not None:
-            from .model import suggest
+            from .model import ModelUnavailable, suggest
 
             chosen_model = model_path or config.model_path
             assert chosen_model is not None
             text = "\n".join(p.read_text(encoding="utf-8", errors="replace") for p in files[:5])
-            result.suggestions = suggest(text, chosen_model, config.model_max_new_tokens)
+            try:
+                result.suggestions = suggest(text, chosen_model, config.model_max_new_tokens)
+            except ModelUnavailable as exc:
+                # Exit 2, not 1: a model that cannot run is a usage problem, and exit 1 means
+                # "findings" to the pipelines that call this command.
+                raise click.UsageError(exc.message) from None
         if fmt == "json":
             click.echo(json.dumps(to_json(result), indent=2))
         elif fmt == "sarif":

@@ -28,8 +28,8 @@ class FileReview(BaseModel):
     formatted: bool = Field(description="True when the formatter would change nothing")
     diff: str = ""
     findings: list[Finding] = Field(default_factory=list)
-    fixed: str | None = Field(None, description="the formatted text, when asked with fix")
-    error: str | None = Field(None, description="why the file could not be reviewed")
+    fixed: str | None = Field(default=None, description="the formatted text, when asked with fix")
+    error: str | None = Field(default=None, description="why the file could not be reviewed")
 
 
 class Review(BaseModel):

@@ -37,7 +37,7 @@ def _load(path: str) -> tuple[Any, Any]:
         model = AutoModelForCausalLM.from_pretrained(path, local_files_only=True)
     except (OSError, ValueError) as exc:
         raise ModelUnavailable(f"cannot load the model at {path}: {exc}") from None
-    model.eval()
+    model.eval()  # type: ignore[no-untyped-call]
     return tokenizer, model
 
 

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import asyncio
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
@@ -12,22 +12,30 @@ from corec_plugin_kit import CommandContext, InvalidParams, hookimpl
 
 from .config import Backend, ReviserConfig
 
+if TYPE_CHECKING:
+    from .backends import Backend as ReviewBackend
+    from .findings import FileReview
+
 
 class ReviewParams(BaseModel):
     """Exactly one of ``source`` or ``paths``."""
 
     model_config = ConfigDict(extra="forbid")
 
-    source: str | None = Field(None, description="Python source text to review")
+    source: str | None = Field(default=None, description="Python source text to review")
     paths: list[str] | None = Field(
-        None, description="files or folders, relative to reviser.root", max_length=1000
+        default=None, description="files or folders, relative to reviser.root", max_length=1000
     )
-    fix: bool = Field(False, description="return the formatted text (files are never written)")
-    backend: Backend | None = Field(None, description="override reviser.backend")
+    fix: bool = Field(
+        default=False, description="return the formatted text (files are never written)"
+    )
+    backend: Backend | None = Field(default=None, description="override reviser.backend")
     model: str | None = Field(
-        None, description="path of a local transformers model for suggestions"
+        default=None, description="path of a local transformers model for suggestions"
     )
-    filename: str = Field("source.py", max_length=200, description="name shown for `source`")
+    filename: str = Field(
+        default="source.py", max_length=200, description="name shown for `source`"
+    )
 
     @model_validator(mode="after")
     def _one_input(self) -> ReviewParams:
@@ -84,24 +92,28 @@ async def review_code(params: ReviewParams, ctx: CommandContext) -> dict[str, An
         names = [n for _, n in found]
         files = await asyncio.to_thread(backend.review_files, paths, names)
         if params.fix:
-            for i, review in enumerate(files):
-                if not review.formatted and review.error is None:
-                    files[i] = await asyncio.to_thread(
-                        lambda p=paths[i], n=names[i]: _fixed(backend, p, n)
-                    )
+            for i, item in enumerate(files):
+                if not item.formatted and item.error is None:
+                    files[i] = await asyncio.to_thread(_fixed, backend, paths[i], names[i])
     review = Review(backend=backend.name, files=files)
     model_path = params.model or (str(config.model_path) if config.model_path else None)
     if model_path:
         from .model import suggest
 
-        text = params.source if params.source is not None else ""
+        # For paths, the model sees the first few reviewed files: its context is small, and a
+        # prompt made of nothing would give suggestions about nothing.
+        if params.source is not None:
+            text = params.source
+        else:
+            text = "\n".join(p.read_text(encoding="utf-8", errors="replace") for p in paths[:5])
         review.suggestions = await asyncio.to_thread(
             suggest, text, model_path, config.model_max_new_tokens
         )
     return to_json(review)
 
 
-def _fixed(backend: Any, path: Path, name: str) -> Any:
+def _fixed(backend: ReviewBackend, path: Path, name: str) -> FileReview:
+    """One file again with ``fix``: batch runs report diffs, not the formatted text."""
     source = path.read_text(encoding="utf-8")
     return backend.review(source, name, fix=True)
 
