@@ -541,6 +541,8 @@ class Worker:
     def _finish(self, entry: Entry) -> None:
         self._done.append(entry)
         self._done_event.set()
+        # A handler slot is free: the reader may go on while the committer records this one.
+        self._room.set()
 
     # ------------------------------------------------------------------ committing
 
