@@ -6,6 +6,7 @@ command's route is one dict lookup.
 
 from __future__ import annotations
 
+import functools
 import inspect
 import re
 from collections.abc import Callable, Iterator, Mapping
@@ -127,20 +128,15 @@ class Register:
         )
 
 
-_empty_model: type[BaseModel] | None = None
-
-
+@functools.cache
 def _EmptyParams() -> type[BaseModel]:  # noqa: N802 - reads as the model it returns
     """A params model that accepts no params (shared by actions registered without one)."""
-    global _empty_model
-    if _empty_model is None:
-        from pydantic import BaseModel, ConfigDict
+    from pydantic import BaseModel, ConfigDict
 
-        class NoParams(BaseModel):
-            model_config = ConfigDict(extra="forbid")
+    class NoParams(BaseModel):
+        model_config = ConfigDict(extra="forbid")
 
-        _empty_model = NoParams
-    return _empty_model
+    return NoParams
 
 
 class RoutingTable(Mapping[str, ActionSpec]):

@@ -18,6 +18,7 @@ Importing this module is cheap: everything heavy is imported inside the fixtures
 
 from __future__ import annotations
 
+import os
 from collections.abc import Awaitable, Callable
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -60,7 +61,7 @@ def corec_kernel(
     """
     from .kernel import Kernel
 
-    for name in list(__import__("os").environ):
+    for name in list(os.environ):
         if name.startswith("COREC_"):
             monkeypatch.delenv(name)
 
