@@ -21,6 +21,8 @@ from typing import TYPE_CHECKING, cast
 
 import pytest
 
+from ..runtime.testing import require_service
+
 if TYPE_CHECKING:
     from ._base import RecordStore
     from ._postgres import PostgresStore
@@ -36,15 +38,6 @@ def pytest_configure(config: pytest.Config) -> None:
     cases that need the server.
     """
     config.addinivalue_line("markers", "postgres: needs the PostgreSQL server")
-
-
-def _require(ok: bool, what: str) -> None:
-    """Skip (outside CI, with the reason) or fail (in CI) when a test service is missing."""
-    if ok:
-        return
-    if os.environ.get("CI"):
-        pytest.fail(f"{what} is not reachable, and CI is set: CI must start it")
-    pytest.skip(f"{what} is not reachable (set CI=1 to make this a failure)")
 
 
 @pytest.fixture(scope="session")
@@ -69,7 +62,7 @@ def corec_postgres_url() -> str:
     # async fixture), and a session fixture must not borrow a test's loop anyway.
     with ThreadPoolExecutor(1) as pool:
         ok = pool.submit(asyncio.run, answers()).result()
-    _require(ok, f"PostgreSQL at {url}")
+    require_service(ok, f"PostgreSQL at {url}")
     return url
 
 

@@ -99,6 +99,31 @@ def unified_diff(before: str, after: str, name: str) -> str:
     )
 
 
+def verdict(
+    name: str,
+    source: str,
+    formatted: str | None,
+    findings: list[Finding],
+    fix: bool,
+    parse_error: str = "cannot parse",
+) -> FileReview:
+    """The one FileReview both back-ends build; ``formatted`` None = the source does not parse."""
+    if formatted is None:
+        if not any(f.code == "E999" for f in findings):
+            error = Finding(
+                file=name, line=1, column=1, code="E999", message=parse_error, severity="error"
+            )
+            findings = [error, *findings]
+        return FileReview(file=name, formatted=True, findings=findings)
+    return FileReview(
+        file=name,
+        formatted=formatted == source,
+        diff=unified_diff(source, formatted, name),
+        findings=findings,
+        fixed=formatted if fix else None,
+    )
+
+
 class Backend(Protocol):
     name: str
 
@@ -168,21 +193,8 @@ class BlackPyflakes:
                 source, mode=black.Mode(line_length=self.config.line_length)
             )
         except Exception as exc:  # noqa: BLE001 - black raises its own errors for bad syntax
-            if not any(f.code == "E999" for f in findings):
-                findings.insert(
-                    0,
-                    Finding(
-                        file=name, line=1, column=1, code="E999", message=str(exc), severity="error"
-                    ),
-                )
-            return FileReview(file=name, formatted=True, findings=findings)
-        return FileReview(
-            file=name,
-            formatted=formatted == source,
-            diff=unified_diff(source, formatted, name),
-            findings=findings,
-            fixed=formatted if fix else None,
-        )
+            return verdict(name, source, None, findings, fix, parse_error=str(exc))
+        return verdict(name, source, formatted, findings, fix)
 
     async def areview(self, source: str, name: str, *, fix: bool = False) -> FileReview:
         return await asyncio.to_thread(self.review, source, name, fix=fix)
@@ -306,26 +318,8 @@ class Ruff:
             key=lambda f: (f.line, f.column, f.code),
         )
         code, formatted = fmt
-        if code != 0:  # the formatter refuses a file that does not parse
-            if not findings:
-                findings = [
-                    Finding(
-                        file=name,
-                        line=1,
-                        column=1,
-                        code="E999",
-                        message="cannot parse",
-                        severity="error",
-                    )
-                ]
-            return FileReview(file=name, formatted=True, findings=findings)
-        return FileReview(
-            file=name,
-            formatted=formatted == source,
-            diff=unified_diff(source, formatted, name),
-            findings=findings,
-            fixed=formatted if fix else None,
-        )
+        # ruff format refuses a file that does not parse (exit code 2)
+        return verdict(name, source, formatted if code == 0 else None, findings, fix)
 
     def review(self, source: str, name: str, *, fix: bool = False) -> FileReview:
         data = source.encode()
