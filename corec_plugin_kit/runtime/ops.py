@@ -70,9 +70,14 @@ async def send_command(
 async def wait_for_result(
     redis: Any, stream: str, key: str, after: str, timeout: float
 ) -> dict[str, Any] | None:
-    """Read ``stream`` from ``after`` (results of a command are newer than its entry)."""
+    """Read ``stream`` from ``after`` (results of a command are newer than its entry).
+
+    Stream ids count per stream, so a result written in the same millisecond as its command
+    may carry a smaller sequence number: start just before that millisecond.
+    """
     deadline = time.monotonic() + timeout
-    last = after
+    ms = int(after.split("-", 1)[0])
+    last = f"{ms - 1}-18446744073709551615" if ms > 0 else "0-0"
     while True:
         left_ms = int((deadline - time.monotonic()) * 1000)
         if left_ms <= 0:

@@ -185,3 +185,18 @@ def test_manager_cli_lists_and_replays_dead_letters(corec_streams: dict[str, Any
         assert stats["lag"] == 3
     finally:
         client.close()
+
+
+async def test_wait_finds_a_result_written_in_the_same_millisecond(
+    corec_redis: Any, corec_streams: dict[str, Any]
+) -> None:
+    from corec_plugin_kit.runtime.ops import wait_for_result
+
+    out = corec_streams["stream_out"]
+    # Ids count per stream: the command was 5000-7 on stream_in, its result 5000-0 here.
+    await corec_redis.xadd(out, {"id": "other", "payload": b"{}"}, id="4999-3")
+    body = orjson.dumps({"id": "k1", "status": "ok"})
+    await corec_redis.xadd(out, {"id": "k1", "payload": body}, id="5000-0")
+    found = await wait_for_result(corec_redis, out, "k1", "5000-7", timeout=2)
+    assert found == {"id": "k1", "status": "ok"}
+    assert await wait_for_result(corec_redis, out, "nope", "5000-7", timeout=0.3) is None
