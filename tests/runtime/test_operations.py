@@ -132,6 +132,7 @@ async def test_send_wait_prints_the_result_of_a_running_worker(
 
         bad = await asyncio.create_subprocess_exec(
             sys.executable, "-m", "corec_plugin_kit", "send", "echo", "-p", "n=x", "--wait",
+            "--timeout", "20",
             env=env, cwd=tmp_path, stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE,
         )  # fmt: skip
         out, err = await asyncio.wait_for(bad.communicate(), 30)
