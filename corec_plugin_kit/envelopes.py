@@ -57,8 +57,12 @@ class Result(BaseModel):
 # --------------------------------------------------------------------------- wire helpers
 
 
-def _text(value: Any, what: str = "") -> str:
-    """A field value as text; bytes that are not UTF-8 make the command invalid."""
+def as_text(value: Any, what: str = "") -> str:
+    """A stream value as text.
+
+    With ``what`` (the field's name), bytes that are not UTF-8 make the command invalid;
+    without it they are decoded with replacement characters (ids, names, messages).
+    """
     if isinstance(value, bytes):
         try:
             return value.decode()
@@ -93,7 +97,7 @@ def parse_fields(fields: dict[Any, Any], max_bytes: int | None = None) -> dict[s
     if action is None:
         raise InvalidCommand(
             "entry has neither a `payload` field nor an `action` field",
-            details={"fields": sorted(_text(k) for k in fields)[:20]},
+            details={"fields": sorted(as_text(k) for k in fields)[:20]},
         )
     params = fields.get(b"params", fields.get("params"))
     if max_bytes is not None:
@@ -103,11 +107,11 @@ def parse_fields(fields: dict[Any, Any], max_bytes: int | None = None) -> dict[s
                 f"entry is {size} bytes, over max_payload_bytes={max_bytes}",
                 details={"size": size, "max_payload_bytes": max_bytes},
             )
-    data = {"action": _text(action, "action"), "params": params if params is not None else b"{}"}
+    data = {"action": as_text(action, "action"), "params": params if params is not None else b"{}"}
     for key in ("id", "reply_to"):
         value = fields.get(key.encode(), fields.get(key))
         if value is not None:
-            data[key] = _text(value, key)
+            data[key] = as_text(value, key)
     return check_shape(data)
 
 
@@ -151,11 +155,16 @@ def dumps(obj: Any) -> bytes:
     return orjson.dumps(obj, default=_default, option=orjson.OPT_NON_STR_KEYS)
 
 
-def result_fields(result: dict[str, Any]) -> dict[str, bytes | str]:
-    """The stream fields of a result entry: ``id``, ``action``, ``status``, ``payload``."""
-    return {
-        "id": result["id"],
-        "action": result["action"],
-        "status": result["status"],
-        "payload": dumps(result),
-    }
+def result_args(result: dict[str, Any]) -> tuple[str | bytes, ...]:
+    """The fields of a result entry as XADD arguments: ``id``, ``action``, ``status``,
+    ``payload`` (the whole envelope as JSON). The stream worker's hot path uses this form."""
+    return (
+        "id", result["id"], "action", result["action"], "status", result["status"],
+        "payload", dumps(result),
+    )  # fmt: skip
+
+
+def result_fields(result: dict[str, Any]) -> dict[str | bytes, str | bytes]:
+    """The same fields as a mapping (for redis-py's ``xadd``)."""
+    args = result_args(result)
+    return dict(zip(args[::2], args[1::2], strict=True))

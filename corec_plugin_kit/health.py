@@ -6,6 +6,7 @@ from typing import Any
 
 from .errors import (
     EXIT_DATABASE_UNAVAILABLE,
+    EXIT_PROCESSOR_ERROR,
     EXIT_REDIS_UNAVAILABLE,
     CorecError,
 )
@@ -60,5 +61,5 @@ async def run_checks(state: Any) -> tuple[dict[str, dict[str, Any]], int]:
         if not ok:
             exit_code = exit_code or EXIT_DATABASE_UNAVAILABLE
     if failed and not exit_code and state.strict:
-        exit_code = 4
+        exit_code = EXIT_PROCESSOR_ERROR
     return report, exit_code

@@ -14,21 +14,13 @@ from typing import TYPE_CHECKING, Any
 
 import orjson
 
+from ..envelopes import as_text as _s
 from .connection import RedisHandle, kernel_redis
 
 if TYPE_CHECKING:
     from ..kernel import Kernel
 
 DEAD_LETTER_FIELDS = {b"error", b"deliveries", b"last_consumer", b"failed_at"}
-
-
-def _s(value: Any) -> str:
-    return value.decode(errors="replace") if isinstance(value, bytes) else str(value)
-
-
-def _id_key(entry_id: str) -> tuple[int, int]:
-    ms, _, seq = entry_id.partition("-")
-    return int(ms), int(seq or 0)
 
 
 async def send_command(

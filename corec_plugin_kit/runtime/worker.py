@@ -37,7 +37,8 @@ from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import ResponseError
 from redis.exceptions import TimeoutError as RedisTimeoutError
 
-from ..envelopes import dumps, parse_fields
+from ..envelopes import as_text as _s
+from ..envelopes import dumps, parse_fields, result_args
 from ..errors import (
     CorecError,
     DatabaseUnavailable,
@@ -90,10 +91,6 @@ except ImportError:  # pragma: no cover - hiredis is a dependency (redis[hiredis
                 arg = str(arg).encode()
             out.append(b"$%d\r\n%s\r\n" % (len(arg), arg))
         return b"".join(out)
-
-
-def _s(value: Any) -> str:
-    return value.decode() if isinstance(value, bytes) else str(value)
 
 
 @dataclass(slots=True)
@@ -190,10 +187,8 @@ class Worker:
         self._recreated: deque[float] = deque(maxlen=5)
         self._maxlen = cfg.stream_maxlen
         self._read_task: asyncio.Task[Any] | None = None
-        self.fatal: BaseException | None = None
         self._loop: Any = None  # set by run()
-        self.store_down = False
-        self.redis_down = False
+        self._grace_deadline: float | None = None  # set when shutdown starts
 
     # ------------------------------------------------------------------ helpers
 
@@ -370,14 +365,12 @@ class Worker:
                             return
                         continue
                 attempt = 0
-                self.redis_down = False
             except ResponseError as exc:
                 if "NOGROUP" in str(exc):
                     await self._recreate_group(exc)
                     continue
                 raise
             except TRANSIENT_REDIS as exc:
-                self.redis_down = True
                 attempt += 1
                 await self._backoff(attempt, "XREADGROUP", exc)
                 continue
@@ -591,10 +584,8 @@ class Worker:
             while records:
                 try:
                     await self.store.write_batch(records)
-                    self.store_down = False
                     break
                 except DatabaseUnavailable as exc:
-                    self.store_down = True
                     attempt += 1
                     if self._give_up():
                         return False
@@ -604,10 +595,8 @@ class Worker:
         while True:
             try:
                 await self._multi(acked)
-                self.redis_down = False
                 return True
             except TRANSIENT_REDIS as exc:
-                self.redis_down = True
                 attempt += 1
                 if self._give_up():
                     return False
@@ -615,7 +604,7 @@ class Worker:
 
     def _give_up(self) -> bool:
         """During shutdown past the grace period, stop retrying (entries stay pending)."""
-        deadline = getattr(self, "_grace_deadline", None)
+        deadline = self._grace_deadline
         return deadline is not None and time.monotonic() > deadline
 
     async def _multi(self, acked: list[Entry]) -> None:
@@ -646,9 +635,7 @@ class Worker:
                 self.metrics.dead_letter(env["action"])
             commands.append(
                 (
-                    "XADD", entry.reply_to or default_reply, *trim, "*",
-                    "id", env["id"], "action", env["action"], "status", env["status"],
-                    "payload", dumps(env),
+                    "XADD", entry.reply_to or default_reply, *trim, "*", *result_args(env),
                 )
             )  # fmt: skip
         commands.append(("XACK", self.stream, self.group, *[e.entry_id for e in acked]))

@@ -7,7 +7,6 @@ from __future__ import annotations
 
 import os
 import signal
-import socket
 import subprocess
 import sys
 import time
@@ -18,7 +17,7 @@ from typing import Any
 import orjson
 import pytest
 import redis as syncredis
-from runtime_helpers import subprocess_env
+from runtime_helpers import free_port, subprocess_env
 
 pytestmark = [pytest.mark.slow, pytest.mark.timeout(180)]
 
@@ -232,12 +231,6 @@ def test_two_workers_share_the_group_without_duplicates(
 
 
 # --------------------------------------------------------------------------- Redis restarts
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
 
 
 class Server:

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import asyncio
-import socket
 import sys
 import urllib.request
 from typing import Any
@@ -11,13 +10,7 @@ from typing import Any
 import corec_manager.processor as manager
 import orjson
 import pytest
-from runtime_helpers import payload, results
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
+from runtime_helpers import free_port, payload, results
 
 
 async def test_metrics_are_served_with_bounded_labels(
