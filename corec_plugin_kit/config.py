@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import socket
 import sys
 from collections.abc import Mapping
@@ -72,6 +73,11 @@ class KernelConfig(BaseModel):
     claim_idle_ms: int = Field(60_000, ge=1, description="idle time before XAUTOCLAIM reclaims")
     max_deliveries: int = Field(5, ge=1, description="deliveries before dead-lettering")
     handler_timeout_s: float = Field(60.0, gt=0, description="default handler timeout")
+    action_timeouts: dict[str, float] = Field(
+        default_factory=dict,
+        description="action -> timeout in seconds, over the action's own default and "
+        "handler_timeout_s",
+    )
     shutdown_grace_s: float = Field(10.0, ge=0, description="SIGTERM: time to finish in-flight")
     max_payload_bytes: int = Field(1_048_576, ge=64, description="larger entries are rejected")
     stream_maxlen: int | None = Field(
@@ -84,6 +90,20 @@ class KernelConfig(BaseModel):
     records_retention_days: float | None = Field(
         None, gt=0, description="`history --purge` deletes older records; None = keep all"
     )
+    reply_to_max_length: int = Field(
+        200, ge=1, le=1000, description="longest acceptable `reply_to` stream name"
+    )
+    reply_to_pattern: str | None = Field(
+        None,
+        description="regular expression a `reply_to` must match in full; None = any name "
+        "(the input and dead-letter streams are always refused)",
+    )
+    dead_consumer_idle_ms: int | None = Field(
+        3_600_000,
+        ge=1,
+        description="consumers idle this long that own no pending entry are removed from the "
+        "group; None = keep them",
+    )
     circuit_breaker: CircuitBreakerConfig = Field(
         default_factory=lambda: CircuitBreakerConfig.model_validate({}),
         description="max_failures, reset_timeout",
@@ -95,6 +115,24 @@ class KernelConfig(BaseModel):
     action_owners: dict[str, str] = Field(
         default_factory=dict, description="action -> processor that wins a conflict"
     )
+
+    @field_validator("reply_to_pattern")
+    @classmethod
+    def _compiles(cls, value: str | None) -> str | None:
+        if value is not None:
+            try:
+                re.compile(value)
+            except re.error as exc:
+                raise ValueError(f"not a regular expression: {exc}") from None
+        return value
+
+    @field_validator("action_timeouts")
+    @classmethod
+    def _positive(cls, value: dict[str, float]) -> dict[str, float]:
+        bad = sorted(k for k, v in value.items() if not v > 0)
+        if bad:
+            raise ValueError(f"timeouts must be > 0 seconds: {', '.join(bad)}")
+        return value
 
     @field_validator("load_processors", "disable_processors", mode="before")
     @classmethod
