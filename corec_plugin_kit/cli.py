@@ -23,6 +23,7 @@ from .errors import (
     CorecError,
     InvalidCommand,
 )
+from .redaction import install_log_redaction, redact, redact_data
 
 if TYPE_CHECKING:
     from click.shell_completion import CompletionItem
@@ -267,26 +268,41 @@ class KitGroup(click.Group):
         try:
             return super().invoke(ctx)
         except CorecError as exc:
-            state = ctx.find_object(State)
-            if state is not None and state.debug:
-                raise
-            click.echo(f"Error: {exc.message}", err=True)
+            if _debug(ctx):
+                _print_traceback(exc)
+                ctx.exit(exc.exit_code)
+            click.echo(f"Error: {redact(exc.message)}", err=True)
             ctx.exit(exc.exit_code)
         except (click.exceptions.Exit, click.ClickException, click.Abort):
             raise
         except KeyboardInterrupt:
             click.echo("Aborted.", err=True)
             ctx.exit(130)
-        except Exception as exc:
-            state = ctx.find_object(State)
-            if state is not None and state.debug:
-                raise
+        except Exception as exc:  # noqa: BLE001 - the last resort: one line, or --debug's traceback
+            if _debug(ctx):
+                _print_traceback(exc)
+                ctx.exit(EXIT_INTERNAL)
             click.echo(
-                f"Internal error: {type(exc).__name__}: {exc} (rerun with --debug for the "
-                "traceback, and report it)",
+                redact(
+                    f"Internal error: {type(exc).__name__}: {exc} (rerun with --debug for the "
+                    "traceback, and report it)"
+                ),
                 err=True,
             )
             ctx.exit(EXIT_INTERNAL)
+
+
+def _debug(ctx: click.Context) -> bool:
+    state = ctx.find_object(State)
+    return state is not None and state.debug
+
+
+def _print_traceback(exc: BaseException) -> None:
+    """``--debug``: the full traceback (chained exceptions too), URL passwords redacted."""
+    import traceback
+
+    text = "".join(traceback.format_exception(type(exc), exc, exc.__traceback__))
+    click.echo(redact(text.rstrip("\n")), err=True)
 
 
 def _version_message() -> str:
@@ -367,6 +383,8 @@ def cli(
         import logging
 
         logging.basicConfig(level=logging.DEBUG)
+    # Every log line of the kit (and, with --debug, of its libraries) has URL passwords redacted.
+    install_log_redaction(root_handlers=debug)
     if plugins:
         existing = os.environ.get("COREC_PLUGINS")
         os.environ["COREC_PLUGINS"] = ",".join([*([existing] if existing else []), *plugins])
@@ -513,10 +531,12 @@ def exec_(
             return await kernel.execute(command)
 
     envelope = asyncio.run(run())
+    if envelope["status"] != "ok" and envelope.get("error"):
+        envelope["error"] = redact_data(envelope["error"])
     echo_json(envelope)
     if envelope["status"] != "ok":
         err = envelope["error"] or {}
-        click.echo(f"Error: {err.get('message')}", err=True)
+        click.echo(f"Error: {redact(str(err.get('message')))}", err=True)
         sys.exit(WIRE_EXIT.get(err.get("type", ""), EXIT_HANDLER_ERROR))
 
 
@@ -537,6 +557,7 @@ def check(config_file: str | None, as_json: bool) -> None:
     if config_file:
         state.config = config_file
     report, exit_code = asyncio.run(run_checks(state))
+    report = redact_data(report)  # the details quote URLs; never their passwords
     if as_json:
         echo_json(report)
     else:

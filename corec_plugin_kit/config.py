@@ -24,13 +24,109 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
-from pydantic import BaseModel, ConfigDict, Field, SecretStr, ValidationError, field_validator
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    SecretStr,
+    ValidationError,
+    ValidationInfo,
+    field_validator,
+)
+from pydantic_core import PydanticCustomError
 
 from .errors import ConfigError
+from .redaction import userinfo_end
 
 ENV_PREFIX = "COREC_"
 # Variables that configure the CLI or loader rather than a config key.
 _NOT_KEYS = {"CONFIG", "STRICT_PROCESSORS", "LOAD_PROCESSORS", "DISABLE_PROCESSORS", "TRACE_HOOKS"}
+
+
+REDIS_FORMS = (
+    "redis://[[user]:password@]host[:port][/db], rediss://... (TLS) or unix:///path/to/redis.sock; "
+    "leave it unset for the embedded server"
+)
+DATABASE_FORMS = (
+    "sqlite:///relative/path.db, sqlite:////absolute/path.db, "
+    "postgresql://user:password@host:5432/dbname (or postgres://, postgresql+asyncpg://), "
+    "or leave it unset for SQLite at <state_dir>/corec.db"
+)
+_SCHEME = re.compile(r"([A-Za-z][A-Za-z0-9+.\-]*)://")
+_HOST_PORT = re.compile(r"(\[[0-9A-Fa-f:.]+\]|[^:\[\]]*)(?::([^:]*))?")
+
+
+def _split_url(url: str, forms: str, raw_at: bool = True) -> tuple[str, str, str] | str:
+    """``(scheme, hosts, rest)`` of a URL, or the problem with it (never quoting the URL).
+
+    ``hosts`` is what comes between the userinfo and the path; ``rest`` is the path onwards.
+    ``raw_at``: the driver reads a raw ``@`` in the password (redis-py does, asyncpg does not).
+    """
+    match = _SCHEME.match(url)
+    if match is None:
+        return f"not a URL; write {forms}"
+    rest = url[match.end() :]
+    at = userinfo_end(rest)
+    if at != -1 and any(mark in rest[:at] for mark in ("/?#" if raw_at else "/?#@")):
+        return (
+            "the user name or password holds a raw '/', '?', '#' or '@': "
+            "percent-encode them (%2F, %3F, %23, %40)"
+        )
+    after = rest[at + 1 :]
+    hosts = re.split(r"[/?#]", after, maxsplit=1)[0]
+    return match.group(1).lower(), hosts, after[len(hosts) :]
+
+
+def _host_problem(hosts: str, forms: str, *, many: bool = False) -> str | None:
+    for spec in hosts.split(",") if many else [hosts]:
+        found = _HOST_PORT.fullmatch(spec)
+        if found is None or not found.group(1):
+            return f"names no host; write {forms}"
+        port = found.group(2)
+        if port is not None and not (port.isdigit() and 0 < int(port) < 65536):
+            return f"the port is not a number from 1 to 65535; write {forms}"
+    return None
+
+
+def redis_url_problem(url: str) -> str | None:
+    """What is wrong with a ``kernel.redis_url`` (``None`` when it is usable)."""
+    split = _split_url(url, REDIS_FORMS)
+    if isinstance(split, str):
+        return split
+    scheme, hosts, rest = split
+    if scheme not in ("redis", "rediss", "unix"):
+        return (
+            f"redis_url must start with redis://, rediss:// or unix://, not {scheme}://; "
+            f"write {REDIS_FORMS}"
+        )
+    path = re.split(r"[?#]", rest, maxsplit=1)[0]
+    if scheme == "unix":
+        if hosts or len(path) < 2:
+            return f"names no socket file; write {REDIS_FORMS}"
+        return None
+    if path.strip("/") and not path.strip("/").isdigit():
+        return f"the database after the host must be a number; write {REDIS_FORMS}"
+    return _host_problem(hosts, REDIS_FORMS)
+
+
+def database_url_problem(url: str) -> str | None:
+    """What is wrong with a ``kernel.database_url`` (``None`` when it is usable)."""
+    split = _split_url(url, DATABASE_FORMS, raw_at=False)
+    if isinstance(split, str):
+        return split
+    scheme, hosts, rest = split
+    if scheme == "sqlite":
+        if hosts or len(rest) < 2 or not rest.startswith("/"):
+            return (
+                "names no file: write sqlite:///relative/path.db or "
+                "sqlite:////absolute/path.db (in-memory SQLite would lose every record)"
+            )
+        return None
+    if scheme not in ("postgresql", "postgres", "postgresql+asyncpg"):
+        return f"database_url is {scheme}://...; accepted: {DATABASE_FORMS}"
+    if not hosts and re.search(r"[?&]host=", rest):
+        return None  # postgresql://user@/db?host=/run/postgresql: a Unix socket
+    return _host_problem(hosts, DATABASE_FORMS, many=True)
 
 
 class CircuitBreakerConfig(BaseModel):
@@ -46,7 +142,8 @@ class KernelConfig(BaseModel):
     """The ``kernel`` section. Key names follow the original CoreC plugin guide."""
 
     # Environment values are parsed as JSON, so COREC_KERNEL__GROUP=7 arrives as a number.
-    model_config = ConfigDict(extra="forbid", coerce_numbers_to_str=True)
+    # A ValidationError's text never shows the input: the URLs hold passwords.
+    model_config = ConfigDict(extra="forbid", coerce_numbers_to_str=True, hide_input_in_errors=True)
 
     stream_in: str = Field("corec:commands", min_length=1, description="stream commands arrive on")
     stream_out: str = Field("corec:results", min_length=1, description="default reply stream")
@@ -115,6 +212,21 @@ class KernelConfig(BaseModel):
     action_owners: dict[str, str] = Field(
         default_factory=dict, description="action -> processor that wins a conflict"
     )
+
+    @field_validator("redis_url", "database_url")
+    @classmethod
+    def _url(cls, value: SecretStr | None, info: ValidationInfo) -> SecretStr | None:
+        # Malformed URLs are config errors here, once, so every command exits 3 for them. The
+        # messages never echo the value: it holds a password.
+        if value is None:
+            return None
+        url = value.get_secret_value().strip()
+        problem = (
+            redis_url_problem(url) if info.field_name == "redis_url" else database_url_problem(url)
+        )
+        if problem:
+            raise PydanticCustomError("url", problem)
+        return SecretStr(url)
 
     @field_validator("reply_to_pattern")
     @classmethod

@@ -13,23 +13,25 @@ import functools
 import logging
 import sys
 import time
-from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, TypeVar
 
 from pydantic import ValidationError
 
 from .errors import CorecError, HandlerTimeout, InvalidParams, error_from_exception
 
 if TYPE_CHECKING:
-    from collections.abc import Awaitable
+    from collections.abc import Awaitable, Callable
 
     from pydantic import BaseModel
 
     from .kernel import Kernel
+    from .procpool import DaemonThreadPool, ProcessPool
     from .routing import ActionSpec, RoutingTable
 
 log = logging.getLogger("corec_plugin_kit.dispatch")
+
+T = TypeVar("T")
 
 if sys.version_info >= (3, 11):
 
@@ -61,6 +63,23 @@ class CommandContext:
     kernel: Kernel
 
 
+@dataclass(slots=True, frozen=True)
+class ProcessContext:
+    """What a ``blocking="process"`` handler gets beside its params.
+
+    The fields of :class:`CommandContext` that can cross to a worker process: everything but
+    ``kernel`` (the handler runs in another process, with no kernel, Redis or store).
+    """
+
+    key: str
+    action: str
+    processor: str
+    attempt: int
+    entry_id: str | None
+    meta: dict[str, Any] | None
+    config: BaseModel | None
+
+
 def validation_details(exc: ValidationError) -> list[dict[str, Any]]:
     return [
         {"loc": ".".join(str(p) for p in err["loc"]), "msg": err["msg"], "type": err["type"]}
@@ -84,19 +103,55 @@ class Dispatcher:
         self.kernel = kernel
         self.routing = routing
         self.default_timeout = kernel.settings.kernel.handler_timeout_s
-        self._pool: ThreadPoolExecutor | None = None
+        self.action_timeouts = dict(kernel.settings.kernel.action_timeouts)
+        self._pool: DaemonThreadPool | None = None
+        self._processes: ProcessPool | None = None
 
     @property
-    def pool(self) -> ThreadPoolExecutor:
-        """Thread pool for ``blocking=True`` handlers (created on first use)."""
+    def pool(self) -> DaemonThreadPool:
+        """Thread pool for ``blocking=True`` handlers (created on first use).
+
+        Its threads are daemons, never joined at exit: a handler stuck in one cannot keep a
+        stopping worker alive (the thread cannot be stopped either; CPU-heavy work that must be
+        stoppable belongs in :attr:`processes`).
+        """
         if self._pool is None:
-            self._pool = ThreadPoolExecutor(thread_name_prefix="corec-blocking")
+            from .procpool import DaemonThreadPool
+
+            self._pool = DaemonThreadPool(thread_name_prefix="corec-blocking")
         return self._pool
 
+    @property
+    def processes(self) -> ProcessPool:
+        """Process pool for ``blocking="process"`` handlers and :meth:`run_in_process`.
+
+        One worker per CPU, started on first use; a call that times out or is cancelled has its
+        worker process killed.
+        """
+        if self._processes is None:
+            from .procpool import ProcessPool
+
+            self._processes = ProcessPool()
+        return self._processes
+
+    async def run_in_process(self, fn: Callable[..., T], /, *args: Any, **kwargs: Any) -> T:
+        """Await ``fn(*args, **kwargs)`` in the process pool; for async handlers' heavy parts.
+
+        ``fn`` must be a module-level function and its arguments and result picklable.
+        Cancelling the awaiting task (the action's timeout, the worker's shutdown) kills the
+        worker process running it; a worker that dies raises
+        :class:`~corec_plugin_kit.procpool.WorkerDied`.
+        """
+        return await self.processes.run(fn, *args, **kwargs)
+
     def close(self) -> None:
+        """Stop both pools without waiting: running process calls are killed."""
         if self._pool is not None:
             self._pool.shutdown(wait=False, cancel_futures=True)
             self._pool = None
+        if self._processes is not None:
+            self._processes.close()
+            self._processes = None
 
     def validate(self, spec: ActionSpec, params: Any) -> BaseModel:
         try:
@@ -109,15 +164,21 @@ class Dispatcher:
     async def call(
         self, spec: ActionSpec, model: BaseModel, ctx: CommandContext, *, timeout: bool = True
     ) -> Any:
-        """Run the handler under its timeout; blocking handlers run in the thread pool.
+        """Run the handler under its timeout, off the loop for blocking handlers.
 
+        ``blocking=True`` handlers run in the thread pool, ``blocking="process"`` ones in the
+        process pool (cancelling this call, as the timeout does, kills their process).
         ``timeout=False`` leaves the timeout to the caller (the stream worker arms one timer
         per command itself, which is cheaper than a timeout context per call).
         """
-        if spec.blocking:
+        if spec.blocking == "process":
+            pctx = ProcessContext(
+                ctx.key, ctx.action, ctx.processor, ctx.attempt, ctx.entry_id, ctx.meta, ctx.config
+            )
+            aw: Any = self.processes.run(spec.handler, model, pctx)
+        elif spec.blocking:
             loop = asyncio.get_running_loop()
-            fut = loop.run_in_executor(self.pool, functools.partial(spec.handler, model, ctx))
-            aw: Any = fut
+            aw = loop.run_in_executor(self.pool, functools.partial(spec.handler, model, ctx))
         else:
             aw = spec.handler(model, ctx)
         if not timeout:
@@ -129,13 +190,24 @@ class Dispatcher:
             raise self.timeout_error(spec) from None
 
     def timeout_for(self, spec: ActionSpec) -> float:
-        return spec.timeout_s or self.default_timeout
+        """The action's timeout: ``kernel.action_timeouts[action]`` when set, else the timeout
+        the action registered capped at ``kernel.handler_timeout_s``, else that default.
+
+        So the operator bounds every action with ``handler_timeout_s`` alone, and only the
+        operator (``action_timeouts``) can let one action run longer.
+        """
+        configured = self.action_timeouts.get(spec.action)
+        if configured is not None:
+            return configured
+        if spec.timeout_s is not None:
+            return min(spec.timeout_s, self.default_timeout)
+        return self.default_timeout
 
     def timeout_error(self, spec: ActionSpec) -> HandlerTimeout:
         seconds = self.timeout_for(spec)
         return HandlerTimeout(
             f"{spec.action!r} did not finish within {seconds:g}s "
-            "(raise the action's timeout_s or kernel.handler_timeout_s)",
+            f"(kernel.action_timeouts.{spec.action} sets this action's limit)",
             details={"timeout_s": seconds},
         )
 

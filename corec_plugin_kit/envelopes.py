@@ -7,12 +7,15 @@ that is its hot path; tests check that both paths agree.
 
 from __future__ import annotations
 
+import json
+import math
+import re
 from typing import Any, Literal
 
 import orjson
 from pydantic import BaseModel, ConfigDict, Field
 
-from .errors import InvalidCommand
+from .errors import CorecError, InvalidCommand, InvalidParams
 
 Status = Literal["ok", "error"]
 ErrorType = Literal[
@@ -73,11 +76,23 @@ def as_text(value: Any, what: str = "") -> str:
     return str(value)
 
 
+#: Deepest nesting of objects and arrays a command may have (the envelope itself counts as one
+#: level). Deeper documents could not be written back as JSON (orjson stops at 255 levels,
+#: with the result envelope around them) and are refused at parse time.
+MAX_DEPTH = 100
+#: Integers outside this range lose precision or cannot be encoded (orjson reads them as
+#: floats, and writes nothing past 64 bits); they are refused at parse time.
+INT_MIN, INT_MAX = -(2**63), 2**64 - 1
+
+_LONG_DIGITS = re.compile(rb"[0-9]{19,}")
+
+
 def parse_fields(fields: dict[Any, Any], max_bytes: int | None = None) -> dict[str, Any]:
     """Turn a stream entry's fields into a command dict ``{action, params, id?, reply_to?, meta?}``.
 
-    ``params`` stays a ``str``/``bytes`` when it arrived as JSON text (flat form), so that the
-    action's model can validate the JSON directly. Raises :class:`InvalidCommand` with a reason.
+    Both forms give ``params`` as a dict. Raises :class:`InvalidCommand` with a reason, also for
+    content that could not be written back as given (see :func:`check_content`); flat-form
+    ``params`` text that is not a JSON object raises :class:`InvalidParams`.
     """
     payload = fields.get(b"payload", fields.get("payload"))
     if payload is not None:
@@ -86,10 +101,7 @@ def parse_fields(fields: dict[Any, Any], max_bytes: int | None = None) -> dict[s
                 f"payload is {len(payload)} bytes, over max_payload_bytes={max_bytes}",
                 details={"size": len(payload), "max_payload_bytes": max_bytes},
             )
-        try:
-            data = orjson.loads(payload)
-        except orjson.JSONDecodeError as exc:
-            raise InvalidCommand(f"payload is not JSON: {exc}") from None
+        data = _load(payload, "payload", InvalidCommand, 0)
         if not isinstance(data, dict):
             raise InvalidCommand("payload must be a JSON object with an `action` key")
         return check_shape(data)
@@ -107,12 +119,112 @@ def parse_fields(fields: dict[Any, Any], max_bytes: int | None = None) -> dict[s
                 f"entry is {size} bytes, over max_payload_bytes={max_bytes}",
                 details={"size": size, "max_payload_bytes": max_bytes},
             )
-    data = {"action": as_text(action, "action"), "params": params if params is not None else b"{}"}
+    data = {"action": as_text(action, "action")}
     for key in ("id", "reply_to"):
         value = fields.get(key.encode(), fields.get(key))
         if value is not None:
             data[key] = as_text(value, key)
-    return check_shape(data)
+    data = check_shape(data)
+    if params is not None:
+        data["params"] = _load(params, "params", InvalidParams, 1)
+        if not isinstance(data["params"], dict):
+            raise InvalidParams(
+                "`params` must be a JSON object",
+                details=[{"loc": "", "msg": "not a JSON object", "type": "dict_type"}],
+            )
+    return data
+
+
+def _load(raw: str | bytes, what: str, error: type[CorecError], depth: int) -> Any:
+    """Parse JSON text and refuse what would not survive being written back (one pass of C
+    parsing; the Python walks below run only when a cheap scan of the text says they might
+    find something)."""
+    try:
+        data = orjson.loads(raw)
+    except orjson.JSONDecodeError as exc:
+        message = f"{what} is not JSON: {exc}"
+        if error is InvalidParams:
+            raise InvalidParams(
+                message, details=[{"loc": "", "msg": str(exc), "type": "json_invalid"}]
+            ) from None
+        raise InvalidCommand(message) from None
+    raw_b = raw.encode(errors="surrogatepass") if isinstance(raw, str) else raw
+    if raw_b.count(b"[") + raw_b.count(b"{") + depth > MAX_DEPTH or b"\\u0000" in raw_b:
+        check_content(data, depth)
+    if _LONG_DIGITS.search(raw_b):
+        _check_integers(raw_b, what)
+    return data
+
+
+def _check_integers(raw: bytes, what: str) -> None:
+    """Integers past 64 bits: orjson would read them as floats. The standard library keeps
+    them exact, so it tells which they are (slow, but only for text with 19+ digit runs)."""
+
+    def parse_int(text: str) -> int:
+        if len(text) > 21 or not INT_MIN <= int(text) <= INT_MAX:
+            raise InvalidCommand(
+                f"{what} holds the integer {text[:30]}{'...' if len(text) > 30 else ''}, "
+                f"outside the 64-bit range [{INT_MIN}, {INT_MAX}]: send it as a string",
+            )
+        return 0
+
+    try:
+        json.loads(raw, parse_int=parse_int)
+    except (ValueError, RecursionError):  # already parsed by orjson: cannot happen
+        raise InvalidCommand(f"{what} is not JSON") from None
+
+
+def check_content(value: Any, depth: int = 0) -> None:
+    """Refuse JSON values no record store or stream could hold as given: nesting deeper than
+    :data:`MAX_DEPTH`, NUL characters (PostgreSQL text cannot hold them), integers outside
+    ``[INT_MIN, INT_MAX]``, floats that are not finite, lone surrogates, non-JSON types.
+
+    Iterative (a hostile document cannot exhaust the Python stack). ``depth`` is the nesting
+    level ``value`` sits at.
+    """
+    stack: list[tuple[Any, int]] = [(value, depth)]
+    while stack:
+        item, level = stack.pop()
+        if isinstance(item, str):
+            _check_text(item)
+        elif isinstance(item, (dict, list)):
+            if level + 1 > MAX_DEPTH:
+                raise InvalidCommand(
+                    f"the command nests deeper than {MAX_DEPTH} levels of objects and arrays",
+                    details={"max_depth": MAX_DEPTH},
+                )
+            if isinstance(item, dict):
+                for key, sub in item.items():
+                    if not isinstance(key, str):
+                        raise InvalidCommand("object keys must be strings")
+                    _check_text(key)
+                    stack.append((sub, level + 1))
+            else:
+                stack.extend((sub, level + 1) for sub in item)
+        elif isinstance(item, bool) or item is None:
+            continue
+        elif isinstance(item, int):
+            if not INT_MIN <= item <= INT_MAX:
+                raise InvalidCommand(
+                    f"the integer {str(item)[:30]} is outside the 64-bit range: send it as a string"
+                )
+        elif isinstance(item, float):
+            if not math.isfinite(item):
+                raise InvalidCommand(f"{item} is not a JSON number (not finite)")
+        else:
+            raise InvalidCommand(f"a {type(item).__name__} is not a JSON value")
+
+
+def _check_text(text: str) -> None:
+    if "\x00" in text:
+        raise InvalidCommand(
+            "the command contains a NUL character (\\u0000), which records cannot hold: "
+            "encode binary data (base64)"
+        )
+    try:
+        text.encode()
+    except UnicodeEncodeError:
+        raise InvalidCommand("the command contains a lone surrogate (not valid Unicode)") from None
 
 
 _ENVELOPE_KEYS = frozenset({"action", "params", "id", "reply_to", "meta"})
@@ -132,6 +244,10 @@ def check_shape(data: dict[str, Any]) -> dict[str, Any]:
         value = data.get(key)
         if value is not None and (not isinstance(value, str) or not value or len(value) > 200):
             raise InvalidCommand(f"`{key}` must be a non-empty string of at most 200 characters")
+    for key in ("action", "id", "reply_to"):
+        value = data.get(key)
+        if value is not None and "\x00" in value:
+            raise InvalidCommand(f"`{key}` must not contain a NUL character (\\u0000)")
     meta = data.get("meta")
     if meta is not None and not isinstance(meta, dict):
         raise InvalidCommand("`meta` must be a JSON object")

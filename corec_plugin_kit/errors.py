@@ -5,7 +5,7 @@ Each class carries, once, the three ways it is shown:
 
 * ``wire_type``: the ``error.type`` of a result envelope on the stream (DESIGN.md section 3);
 * ``exit_code``: the exit status of the ``corec-kit`` command that hit it;
-* the message itself, one line that says what to do.
+* the message itself, one line that says what to do (URL passwords in it are redacted).
 
 Nothing heavy is imported here: the CLI imports this module on every start.
 """
@@ -16,6 +16,8 @@ Nothing heavy is imported here: the CLI imports this module on every start.
 from __future__ import annotations
 
 from typing import Any
+
+from .redaction import redact
 
 # Exit codes (documented in docs/cli.md and `corec-kit --help`).
 EXIT_OK = 0
@@ -49,6 +51,9 @@ class CorecError(Exception):
     transient: bool = False
 
     def __init__(self, message: str, *, details: Any = None) -> None:
+        # No message may carry a secret: the password of a URL in it becomes *** (see
+        # corec_plugin_kit.redaction), wherever the error ends up (stream, CLI, logs).
+        message = redact(message)
         super().__init__(message)
         self.message = message
         self.details = details

@@ -107,8 +107,12 @@ class Kernel:
         if not self._started:
             return
         self._started = False
-        await self.processors.shutdown(self)
-        self.dispatcher.close()
+        try:
+            await self.processors.shutdown(self)
+        finally:
+            # Kills what still runs in the process pool and lets go of the thread pool at once:
+            # neither may keep a stopping process alive.
+            self.dispatcher.close()
         if self.redis_handle is not None:
             handle, self.redis_handle, self.redis = self.redis_handle, None, None
             await handle.close()
@@ -122,11 +126,12 @@ class Kernel:
 
     async def execute(self, command: dict[str, Any]) -> dict[str, Any]:
         """Run one command envelope in-process (``exec``, CoreC adapter); returns the result."""
-        from .envelopes import check_shape
+        from .envelopes import check_content, check_shape
         from .errors import InvalidCommand
 
         try:
             parsed = check_shape(dict(command))
+            check_content(parsed)
         except InvalidCommand as exc:
             return {
                 "id": str(command.get("id") or ""),

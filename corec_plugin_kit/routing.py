@@ -11,7 +11,7 @@ import inspect
 import re
 from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Literal
 
 from .errors import ActionConflict, RegistrationError, UnknownAction
 
@@ -21,6 +21,11 @@ if TYPE_CHECKING:
 ACTION_NAME = re.compile(r"^[a-z][a-z0-9_.:-]{0,99}$")
 
 Handler = Callable[..., Any]
+
+#: ``register(..., blocking=...)``: False (an ``async def`` on the event loop), True (a plain
+#: ``def`` in the kernel's thread pool) or ``"process"`` (a module-level ``def`` in the kernel's
+#: process pool, whose worker is killed when the call times out or is cancelled).
+Blocking = bool | Literal["process"]
 
 
 @dataclass(slots=True)
@@ -33,7 +38,7 @@ class ActionSpec:
     params_model: type[BaseModel]
     description: str = ""
     timeout_s: float | None = None
-    blocking: bool = False
+    blocking: Blocking = False
     distribution: str | None = None
     # Set once when the spec is made: validating is the hot path, so skip attribute lookups.
     validate_python: Callable[[Any], Any] = field(init=False, repr=False)
@@ -84,7 +89,7 @@ class Register:
         *,
         description: str | None = None,
         timeout_s: float | None = None,
-        blocking: bool = False,
+        blocking: Blocking = False,
     ) -> None:
         from pydantic import BaseModel
 
@@ -98,9 +103,13 @@ class Register:
         is_async = inspect.iscoroutinefunction(handler) or inspect.iscoroutinefunction(
             getattr(handler, "__call__", None)  # noqa: B004 - async callable objects count too
         )
+        if blocking not in (True, False, "process"):
+            raise RegistrationError(f"{where}: blocking must be False, True or 'process'")
         if blocking and is_async:
+            where_to = "a thread" if blocking is True else "a worker process"
             raise RegistrationError(
-                f"{where}: blocking=True runs the handler in a thread; give a plain `def` handler"
+                f"{where}: blocking={blocking!r} runs the handler in {where_to}; "
+                "give a plain `def` handler"
             )
         if not blocking and not is_async:
             raise RegistrationError(
@@ -111,6 +120,8 @@ class Register:
             params = _EmptyParams()
         if not (isinstance(params, type) and issubclass(params, BaseModel)):
             raise RegistrationError(f"{where}: params must be a pydantic BaseModel subclass")
+        if blocking == "process":
+            _check_picklable(where, handler, params)
         if timeout_s is not None and timeout_s <= 0:
             raise RegistrationError(f"{where}: timeout_s must be positive")
         doc = description if description is not None else inspect.getdoc(handler) or ""
@@ -128,6 +139,21 @@ class Register:
         )
 
 
+def _check_picklable(where: str, handler: Handler, params: type[BaseModel]) -> None:
+    """A process handler and its params model cross to a worker process by reference."""
+    import pickle
+
+    for what, obj in (("handler", handler), ("params model", params)):
+        try:
+            pickle.dumps(obj)
+        except Exception as exc:  # noqa: BLE001 - pickling raises several types
+            raise RegistrationError(
+                f"{where}: blocking='process' sends the {what} "
+                f"{getattr(obj, '__qualname__', obj)!r} to a worker process, so it must be "
+                f"defined at module level, importable by name ({type(exc).__name__}: {exc})"
+            ) from None
+
+
 @functools.cache
 def _EmptyParams() -> type[BaseModel]:  # noqa: N802 - reads as the model it returns
     """A params model that accepts no params (shared by actions registered without one)."""
@@ -136,7 +162,16 @@ def _EmptyParams() -> type[BaseModel]:  # noqa: N802 - reads as the model it ret
     class NoParams(BaseModel):
         model_config = ConfigDict(extra="forbid")
 
+    # Importable as ``corec_plugin_kit.routing.NoParams`` (see __getattr__), so its instances
+    # can be sent to process handlers.
+    NoParams.__qualname__ = "NoParams"
     return NoParams
+
+
+def __getattr__(name: str) -> Any:
+    if name == "NoParams":
+        return _EmptyParams()
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
 
 
 class RoutingTable(Mapping[str, ActionSpec]):

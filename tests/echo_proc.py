@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import os
+import time
 from pathlib import Path
 from typing import Any
 
@@ -63,6 +64,30 @@ def blocking_echo(params: EchoParams, ctx: CommandContext) -> dict[str, Any]:
     return {"n": params.n}
 
 
+class BurnParams(BaseModel):
+    seconds: float = Field(ge=0, le=600)
+    pid_file: str = ""
+    signal: int = 0
+    n: int = 0
+
+
+def burn(params: BurnParams, ctx: Any) -> dict[str, Any]:
+    """Burn CPU in pure Python for ``seconds`` (registered as a process and a thread handler).
+
+    Writes its pid to ``pid_file`` first (so a test can watch the process or thread it runs
+    in), sends itself ``signal`` when non-zero (a worker that dies), and returns where it ran.
+    """
+    if params.pid_file:
+        Path(params.pid_file).write_text(str(os.getpid()))
+    if params.signal:
+        os.kill(os.getpid(), params.signal)
+    end = time.monotonic() + params.seconds
+    spins = 0
+    while time.monotonic() < end:
+        spins += 1
+    return {"n": params.n, "pid": os.getpid(), "key": ctx.key, "has_kernel": hasattr(ctx, "kernel")}
+
+
 @hookimpl
 def corec_register_actions(register: Any) -> None:
     register("echo", echo, EchoParams)
@@ -71,3 +96,5 @@ def corec_register_actions(register: Any) -> None:
     register("fail", fail, Empty)
     register("boom", boom, Empty)
     register("blocking_echo", blocking_echo, EchoParams, blocking=True)
+    register("burn", burn, BurnParams, blocking="process")
+    register("burn_thread", burn, BurnParams, blocking=True)

@@ -44,11 +44,14 @@ def run(
     """
     import logging
 
+    from ..redaction import install_log_redaction
     from .service import run_worker
 
     state = get_state()
     if not state.debug:
         logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(message)s")
+    # The root handler redacts URL passwords in every line, the libraries' lines included.
+    install_log_redaction(root_handlers=True)
     kernel = state.kernel()
     stats = _asyncio_run(
         run_worker(

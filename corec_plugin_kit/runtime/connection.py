@@ -5,6 +5,7 @@ from __future__ import annotations
 from typing import TYPE_CHECKING, Any
 
 from ..errors import ConfigError, RedisUnavailable
+from ..redaction import redact, redact_url
 
 if TYPE_CHECKING:
     import redis.asyncio as aioredis
@@ -27,9 +28,10 @@ class RedisHandle:
         if url is None:
             self.embedded = EmbeddedValkey(config.state_dir)
             self.url = self.embedded.url
-        elif url.startswith(SCHEMES):
+        elif url.lower().startswith(SCHEMES):
             self.url = url
         else:
+            # KernelConfig refuses such URLs already; this guards configs built unvalidated.
             raise ConfigError(
                 f"kernel.redis_url must start with one of {', '.join(SCHEMES)}; "
                 "leave it unset for the embedded server"
@@ -44,8 +46,11 @@ class RedisHandle:
         from urllib.parse import urlsplit
 
         parts = urlsplit(self.url)
+        try:
+            port = f":{parts.port}" if parts.port else ""
+        except ValueError:  # config validation refuses such ports; never fail a message on it
+            return redact_url(self.url)
         host = parts.hostname or parts.path
-        port = f":{parts.port}" if parts.port else ""
         return f"{parts.scheme}://{host}{port}{parts.path if parts.hostname else ''}"
 
     def ensure_server(self) -> None:
@@ -70,7 +75,7 @@ class RedisHandle:
             await self.client.ping()
         except (RedisError, OSError) as exc:
             raise RedisUnavailable(
-                f"cannot reach Redis ({self.display}): {exc}; start it, or set "
+                f"cannot reach Redis ({self.display}): {redact(str(exc))}; start it, or set "
                 "COREC_REDIS_URL (unset it to use the embedded server)"
             ) from None
         return self.client

@@ -1,7 +1,9 @@
-"""Operations on the streams: send a command, stats, list and replay dead letters.
+"""Operations on the streams: send a command, stats, list and replay dead letters, list and
+prune the group's consumers.
 
-Used by ``corec-kit send`` and by the manager processor's ``stats``, ``dlq_list`` and
-``dlq_replay`` actions (so they work from ``exec``, from the stream and from CoreC alike).
+Used by ``corec-kit send`` and by the manager processor's ``stats``, ``dlq_list``,
+``dlq_replay`` and ``consumers`` actions (so they work from ``exec``, from the stream and from
+CoreC alike).
 """
 
 from __future__ import annotations
@@ -20,7 +22,7 @@ from .connection import RedisHandle, kernel_redis
 if TYPE_CHECKING:
     from ..kernel import Kernel
 
-DEAD_LETTER_FIELDS = {b"error", b"deliveries", b"last_consumer", b"failed_at"}
+DEAD_LETTER_FIELDS = {b"error", b"deliveries", b"last_consumer", b"failed_at", b"entry_id"}
 
 
 async def send_command(
@@ -95,6 +97,7 @@ async def stream_stats(kernel: Kernel) -> dict[str, Any]:
     out["lag"] = mine.get("lag") if mine else None
     out["pending"] = mine.get("pending") if mine else 0
     out["consumers"] = mine.get("consumers") if mine else 0
+    out["consumer_list"] = (await group_consumers(kernel))["consumers"] if mine else []
     out["lengths"] = {
         name: await redis.xlen(name)
         for name in (cfg.stream_in, cfg.stream_out, cfg.dead_letter_stream)
@@ -119,6 +122,38 @@ async def stream_stats(kernel: Kernel) -> dict[str, Any]:
     else:
         out["actions"] = None
     return out
+
+
+async def group_consumers(
+    kernel: Kernel, *, prune: bool = False, idle_ms: int | None = None
+) -> dict[str, Any]:
+    """The consumers of the group on ``stream_in``, each flagged ``dead`` when it is idle past
+    ``idle_ms`` (default ``dead_consumer_idle_ms``) and owns nothing; with ``prune``, those are
+    removed first (:func:`~corec_plugin_kit.runtime.consumers.prune_consumers`).
+
+    The caller's own consumer is never removed: the worker's when it runs this kernel.
+    """
+    from .consumers import is_dead, list_consumers, prune_consumers
+
+    cfg = kernel.settings.kernel
+    redis = await kernel_redis(kernel)
+    bound = idle_ms if idle_ms is not None else cfg.dead_consumer_idle_ms
+    keep = kernel.runtime.consumer if kernel.runtime is not None else cfg.consumer_name()
+    removed: list[str] = []
+    if prune:
+        if bound is None:
+            raise ValueError("dead_consumer_idle_ms is off (null): give idle_ms to prune")
+        removed = await prune_consumers(redis, cfg.stream_in, cfg.group, bound, keep=keep)
+    consumers = await list_consumers(redis, cfg.stream_in, cfg.group)
+    for consumer in consumers:
+        consumer["dead"] = bound is not None and is_dead(consumer, bound, keep)
+    return {
+        "stream": cfg.stream_in,
+        "group": cfg.group,
+        "idle_ms": bound,
+        "removed": removed,
+        "consumers": consumers,
+    }
 
 
 def _decode_dead(entry_id: Any, fields: dict[Any, Any]) -> dict[str, Any]:
@@ -154,32 +189,68 @@ async def dlq_list(kernel: Kernel, limit: int = 100, start: str = "-") -> dict[s
     return {"stream": cfg.dead_letter_stream, "total": total, "entries": entries, "next": cursor}
 
 
+REPLAY_PAGE = 200
+
+
+async def dlq_bound(kernel: Kernel) -> dict[str, Any]:
+    """What ``dlq_replay(all_entries=True)`` replays if started now: the last dead-letter id
+    (``until``, None when the stream is empty) and how many entries there are up to it.
+
+    Both are read in one MULTI, so ``total`` counts exactly the entries up to ``until``.
+    """
+    cfg = kernel.settings.kernel
+    redis = await kernel_redis(kernel)
+    until, total = await _dead_snapshot(redis, cfg.dead_letter_stream)
+    return {"stream": cfg.dead_letter_stream, "until": until, "total": total}
+
+
+async def _dead_snapshot(redis: Any, stream: str) -> tuple[str | None, int]:
+    pipe = redis.pipeline(transaction=True)
+    pipe.xrevrange(stream, max="+", min="-", count=1)
+    pipe.xlen(stream)
+    last, length = await pipe.execute()
+    return (_s(last[0][0]) if last else None), int(length)
+
+
 async def dlq_replay(
     kernel: Kernel,
     ids: list[str] | None = None,
     *,
     all_entries: bool = False,
     keep: bool = False,
+    until: str | None = None,
     progress: Callable[[int], None] | None = None,
 ) -> dict[str, Any]:
     """Put dead letters back on ``stream_in`` (original fields), then delete them (unless keep).
 
     Each entry's XADD and XDEL go in one MULTI, so a replayed entry is never lost or doubled.
+
+    ``all_entries`` replays the entries present when the call starts, each once: the scan is
+    bounded by the stream's last entry id read first (or by ``until``, e.g. from
+    :func:`dlq_bound`). Entries dead-lettered meanwhile (a replayed command failing again, at
+    once) get newer ids and are left for the next replay, so the call ends whatever workers do.
     """
     cfg = kernel.settings.kernel
     redis = await kernel_redis(kernel)
     replayed: list[dict[str, str]] = []
     missing: list[str] = []
+    bound: str | None = None
     if all_entries:
+        bound = until
+        if bound is None:
+            bound, _total = await _dead_snapshot(redis, cfg.dead_letter_stream)
         cursor = "-"
-        while True:
-            rows = await redis.xrange(cfg.dead_letter_stream, min=cursor, max="+", count=200)
+        while bound is not None:
+            rows = await redis.xrange(
+                cfg.dead_letter_stream, min=cursor, max=bound, count=REPLAY_PAGE
+            )
             if not rows:
                 break
             await _replay_rows(redis, cfg, rows, keep, replayed, progress)
-            cursor = f"({_s(rows[-1][0])}"
-            if keep and len(rows) < 200:
+            last = _s(rows[-1][0])
+            if last == bound or len(rows) < REPLAY_PAGE:
                 break
+            cursor = f"({last}"
     else:
         for entry_id in ids or []:
             rows = await redis.xrange(cfg.dead_letter_stream, min=entry_id, max=entry_id)
@@ -187,7 +258,12 @@ async def dlq_replay(
                 missing.append(entry_id)
                 continue
             await _replay_rows(redis, cfg, rows, keep, replayed, progress)
-    return {"replayed": replayed, "missing": missing, "stream_in": cfg.stream_in}
+    return {
+        "replayed": replayed,
+        "missing": missing,
+        "stream_in": cfg.stream_in,
+        "until": bound,
+    }
 
 
 async def _replay_rows(

@@ -36,9 +36,13 @@ async def run_worker(
     install_signals: bool = False,
 ) -> WorkerStats:
     """Connect everything, run one worker until it stops, release everything."""
+    from ..redaction import install_log_redaction
     from . import metrics
     from .worker import Worker
 
+    # The worker's loggers exist now: their lines (outage warnings quote exception texts, which
+    # may quote a URL) get the password redacted, whoever configured the handlers.
+    install_log_redaction()
     cfg = kernel.settings.kernel
     handle = RedisHandle(cfg)
     redis = await handle.connect()

@@ -24,6 +24,7 @@ import asyncio
 import contextlib
 import logging
 import random
+import re
 import signal
 import sys
 import time
@@ -38,7 +39,7 @@ from redis.exceptions import ResponseError
 from redis.exceptions import TimeoutError as RedisTimeoutError
 
 from ..envelopes import as_text as _s
-from ..envelopes import dumps, parse_fields, result_args
+from ..envelopes import dumps, parse_fields
 from ..errors import (
     CorecError,
     DatabaseUnavailable,
@@ -71,12 +72,16 @@ else:  # pragma: no cover - 3.10 only
 
 if sys.version_info >= (3, 12):
 
-    def _start(coro: Any) -> asyncio.Task[Any]:
+    def _start(loop: asyncio.AbstractEventLoop, coro: Any) -> asyncio.Task[Any]:
         # Eager start: a handler that never suspends finishes without a trip through the loop.
-        return asyncio.Task(coro, eager_start=True)
+        # The loop is passed explicitly: without it the task looks the loop up through the
+        # policy, which under uvloop.run() has none and fails at the first command.
+        return asyncio.Task(coro, loop=loop, eager_start=True)
 
 else:  # pragma: no cover - version dependent
-    _start = asyncio.ensure_future
+
+    def _start(loop: asyncio.AbstractEventLoop, coro: Any) -> asyncio.Task[Any]:
+        return loop.create_task(coro)
 
 
 _pack: Callable[[tuple[Any, ...]], bytes]
@@ -112,6 +117,10 @@ class Entry:
     task: asyncio.Task[Any] | None = None
     timed_out: bool = False
     admitted: bool = False  # the breaker already let it in (a parked entry being retried)
+    command: dict[str, Any] | None = None  # parsed once, when taken
+    key: str = ""  # the command key: the envelope's ``id``, else the entry id
+    payload: bytes = b""  # the result envelope as JSON, encoded when answered
+    record: bool = True  # False: answered from an existing record, nothing to write
 
 
 @dataclass
@@ -176,6 +185,13 @@ class Worker:
         self.parked: dict[str, deque[Entry]] = {}
         self._parked_ids: set[str] = set()
         self._committing_ids: set[str] = set()  # finished, being recorded and acknowledged
+        # Command keys of the entries this worker owns, and entries with the same key that
+        # wait for the first to finish (then they are looked up again: answered from its
+        # record when it succeeded). Only with records on.
+        self._keys: dict[str, Entry] = {}
+        self._followers: dict[str, list[Entry]] = {}
+        self._reply_pattern = re.compile(cfg.reply_to_pattern) if cfg.reply_to_pattern else None
+        self._refused_replies = {cfg.stream_in, cfg.dead_letter_stream}
         self.inflight: dict[str, Entry] = {}  # entry id -> entry being handled
         self._tasks: set[asyncio.Task[Any]] = set()
         self._done: list[Entry] = []
@@ -257,6 +273,7 @@ class Worker:
 
     def _take(self, raw: list[Any], deliveries: dict[str, int] | None = None) -> int:
         taken = 0
+        fresh: list[Entry] = []
         for entry_id, fields in raw:
             eid = _s(entry_id)
             if eid in self.inflight or eid in self._parked_ids or eid in self._committing_ids:
@@ -264,14 +281,127 @@ class Worker:
             if fields is None:
                 continue
             entry = Entry(eid, fields, (deliveries or {}).get(eid, 1))
-            self._spawn(entry)
             taken += 1
+            if self._parse(entry):
+                fresh.append(entry)
+        self._queue(fresh)
         return taken
+
+    def _parse(self, entry: Entry) -> bool:
+        """Parse the entry's command; an invalid one is answered at once (False)."""
+        self.inflight[entry.entry_id] = entry
+        try:
+            command = parse_fields(entry.fields, self.cfg.max_payload_bytes)
+            entry.key = command.get("id") or entry.entry_id
+            entry.command = command
+            self._check_reply_to(command.get("reply_to"))
+        except CorecError as exc:
+            self._answer_invalid(entry, exc, time.perf_counter(), entry.command)
+            return False
+        entry.reply_to = command.get("reply_to")
+        entry.params = command["params"]
+        return True
+
+    def _check_reply_to(self, name: str | None) -> None:
+        """The reply stream rules (docs/protocol.md): bounded length, never the input or the
+        dead-letter stream, and matching ``reply_to_pattern`` when one is configured."""
+        if name is None:
+            return
+        limit = self.cfg.reply_to_max_length
+        if len(name) > limit:
+            raise InvalidCommand(
+                f"`reply_to` is {len(name)} characters, over reply_to_max_length={limit}"
+            )
+        if name in self._refused_replies:
+            raise InvalidCommand(
+                f"`reply_to` may not name the input or dead-letter stream ({name!r})"
+            )
+        pattern = self._reply_pattern
+        if pattern is not None and pattern.fullmatch(name) is None:
+            raise InvalidCommand(
+                f"`reply_to` {name[:100]!r} does not match kernel.reply_to_pattern "
+                f"({pattern.pattern!r})"
+            )
+
+    def _queue(self, entries: list[Entry]) -> None:
+        """Start parsed entries; with records on, look their keys up first (one query)."""
+        if not entries:
+            return
+        if self.store is None:
+            for entry in entries:
+                self._spawn(entry)
+            return
+        leaders = []
+        for entry in entries:
+            owner = self._keys.get(entry.key)
+            if owner is not None and owner is not entry:
+                self._followers.setdefault(entry.key, []).append(entry)
+            else:
+                self._keys[entry.key] = entry
+                leaders.append(entry)
+        if leaders:
+            task = self._loop.create_task(self._admit(leaders))
+            self._tasks.add(task)
+            task.add_done_callback(self._tasks.discard)
+
+    async def _admit(self, entries: list[Entry]) -> None:
+        """Answer the entries whose key already has an ``ok`` record from it; run the rest."""
+        attempt = 0
+        while True:
+            try:
+                found = await self.store.find_ok([entry.key for entry in entries])
+                break
+            except DatabaseUnavailable as exc:
+                attempt += 1
+                if self._stopping.is_set():
+                    for entry in entries:  # handed back at shutdown, deliveries untouched
+                        self.inflight.pop(entry.entry_id, None)
+                        self._release_key(entry)
+                    return
+                await self._backoff(attempt, "looking up records", exc)
+            except Exception:
+                # A lookup that fails for another reason must not stop the work: the
+                # commands run (at-least-once, as with records off).
+                log.exception("record lookup failed; running %d commands as new", len(entries))
+                found = {}
+                break
+        for entry in entries:
+            record = found.get(entry.key)
+            if record is None:
+                self._spawn(entry)
+            else:
+                self._replay(entry, record)
+
+    def _replay(self, entry: Entry, record: Any) -> None:
+        """Answer a command that already succeeded from its record (``"replayed": true``)."""
+        envelope = {
+            "id": entry.key,
+            "action": record.action,
+            "status": "ok",
+            "result": record.result,
+            "error": None,
+            "processor": record.processor,
+            "attempt": entry.deliveries,
+            "duration_ms": 0.0,
+            "entry_id": entry.entry_id,
+            "replayed": True,
+        }
+        entry.record = False
+        self.metrics.finished(record.processor, record.action, "replayed", 0.0)
+        self._answer(entry, envelope)
+
+    def _release_key(self, entry: Entry) -> None:
+        """The entry left this worker: entries waiting on its key are queued again."""
+        if self._keys.get(entry.key) is entry:
+            del self._keys[entry.key]
+            followers = self._followers.pop(entry.key, None)
+            if followers:
+                self._queue(followers)
 
     def _spawn(self, entry: Entry) -> None:
         self.inflight[entry.entry_id] = entry
         entry.timed_out = False
-        task = entry.task = _start(self._handle(entry))
+        task = entry.task = _start(self._loop, self._handle(entry))
         if not task.done():
             self._tasks.add(task)
             task.add_done_callback(self._tasks.discard)
@@ -400,6 +530,7 @@ class Worker:
         except asyncio.CancelledError:
             # Shutdown past the grace period: the entry stays pending for another consumer.
             self.inflight.pop(entry.entry_id, None)
+            self._release_key(entry)
             raise
         except Exception as exc:  # pragma: no cover - a kit bug: answer, dead-letter, go on
             log.exception("worker failed on entry %s; dead-lettering it", entry.entry_id)
@@ -408,18 +539,13 @@ class Worker:
             error = HandlerError(
                 f"internal error in the worker: {type(exc).__name__}: {exc} (please report it)"
             )
-            self._answer_invalid(entry, error, time.perf_counter())
+            self._answer_invalid(entry, error, time.perf_counter(), entry.command)
 
     async def _handle_inner(self, entry: Entry) -> None:
         start = time.perf_counter()
-        try:
-            command = parse_fields(entry.fields, self.cfg.max_payload_bytes)
-        except InvalidCommand as exc:
-            self._answer_invalid(entry, exc, start)
-            return
+        command = entry.command
+        assert command is not None  # parsed when taken
         action = command["action"]
-        entry.reply_to = command.get("reply_to")
-        entry.params = command.get("params")
         spec = self.dispatcher.routing.get(action)
         if spec is None:
             self._answer_invalid(entry, UnknownAction(action), start, command)
@@ -444,7 +570,7 @@ class Worker:
                 task.uncancel()
             error = self.dispatcher.timeout_error(spec)
             envelope = {
-                "id": command.get("id") or entry.entry_id,
+                "id": entry.key,
                 "action": action,
                 "status": "error",
                 "result": None,
@@ -494,8 +620,9 @@ class Worker:
     ) -> None:
         envelope = {
             "id": (command or {}).get("id") or entry.entry_id,
+            # From the raw field when the command did not parse: made safe to record.
             "action": (command or {}).get("action")
-            or bytes(entry.fields.get(b"action", b"") or b"").decode(errors="replace")[:100],
+            or _s(entry.fields.get(b"action", b""))[:100].replace("\x00", "\ufffd"),
             "status": "error",
             "result": None,
             "error": exc.to_wire(),
@@ -509,12 +636,21 @@ class Worker:
         self._answer(entry, envelope, dead=True)
 
     def _answer(self, entry: Entry, envelope: dict[str, Any], *, dead: bool = False) -> None:
+        self._set_answer(entry, envelope, dead=dead)
+        self._finish(entry)
+
+    def _set_answer(self, entry: Entry, envelope: dict[str, Any], *, dead: bool = False) -> None:
+        """Encode the result once, here: what cannot be encoded is confined to this entry."""
+        try:
+            entry.payload = dumps(envelope)
+        except (TypeError, ValueError) as exc:  # orjson.JSONEncodeError is a TypeError
+            envelope = _unencodable(envelope, exc)
+            entry.payload = dumps(envelope)
         entry.envelope = envelope
         entry.ack = True
         entry.dead = dead
         if dead:
             entry.error_wire = envelope["error"]
-        self._finish(entry)
 
     def _dead_letter(self, entry: Entry, envelope: dict[str, Any], error: CorecError) -> None:
         dead = DeadLettered(
@@ -526,6 +662,7 @@ class Worker:
         self._answer(entry, envelope, dead=True)
 
     def _park(self, entry: Entry) -> None:
+        # The entry keeps its command key while parked: same-key entries wait behind it.
         self.inflight.pop(entry.entry_id, None)
         self.parked.setdefault(entry.processor or "", deque()).append(entry)
         self._parked_ids.add(entry.entry_id)
@@ -539,110 +676,203 @@ class Worker:
 
     # ------------------------------------------------------------------ committing
 
-    def _records(self, batch: list[Entry]) -> list[Any]:
+    def _record(self, entry: Entry, now: datetime) -> Any:
         from ..storage import Record
 
-        now = datetime.now(timezone.utc)
-        out = []
-        for entry in batch:
-            env = entry.envelope
-            if env is None or not entry.ack:
-                continue
-            params = entry.params
-            if isinstance(params, (bytes, str)):
-                try:
-                    import orjson
-
-                    params = orjson.loads(params)
-                except ValueError:
-                    params = None
-            out.append(
-                Record(
-                    command_key=env["id"],
-                    action=env["action"],
-                    processor=env["processor"],
-                    status=env["status"],
-                    params=params,
-                    result=env["result"],
-                    error=env["error"],
-                    deliveries=entry.deliveries,
-                    created_at=None,
-                    finished_at=now,
-                    duration_ms=env["duration_ms"],
-                )
-            )
-        return out
+        env = entry.envelope
+        assert env is not None
+        return Record(
+            command_key=env["id"],
+            action=env["action"],
+            processor=env["processor"],
+            status=env["status"],
+            params=entry.params,
+            result=env["result"],
+            error=env["error"],
+            deliveries=entry.deliveries,
+            created_at=None,
+            finished_at=now,
+            duration_ms=env["duration_ms"],
+        )
 
     async def _commit(self, batch: list[Entry]) -> bool:
         """Record, then MULTI(result XADDs, dead-letter XADDs, XACK). True once durable."""
         acked = [e for e in batch if e.ack]
         if not acked:
             return True
-        attempt = 0
-        if self.store is not None:
-            records = self._records(acked)
-            while records:
-                try:
-                    await self.store.write_batch(records)
-                    break
-                except DatabaseUnavailable as exc:
-                    attempt += 1
-                    if self._give_up():
-                        return False
-                    await self._renew([e.entry_id for e in acked])
-                    await self._backoff(attempt, "writing records", exc)
+        if self.store is not None and not await self._write_records(acked):
+            return False
         attempt = 0
         while True:
             try:
-                await self._multi(acked)
-                return True
+                failed = await self._multi(acked)
+                break
             except TRANSIENT_REDIS as exc:
                 attempt += 1
                 if self._give_up():
                     return False
                 await self._backoff(attempt, "committing results", exc)
+        if failed:
+            await self._undeliverable(failed)
+        return True
+
+    async def _write_records(self, acked: list[Entry]) -> bool:
+        """Write the batch's records; False when shutdown cut an outage short.
+
+        A batch the database refuses for a reason other than an outage is written one record
+        at a time, so that one entry whose record cannot be written (found by the second try)
+        is dead-lettered alone while the rest of the batch commits.
+        """
+        now = datetime.now(timezone.utc)
+        entries = [e for e in acked if e.record]
+        attempt = 0
+        while entries:
+            try:
+                await self.store.write_batch([self._record(e, now) for e in entries])
+                return True
+            except DatabaseUnavailable as exc:
+                attempt += 1
+                if self._give_up():
+                    return False
+                await self._renew([e.entry_id for e in acked])
+                await self._backoff(attempt, "writing records", exc)
+            except Exception as exc:  # noqa: BLE001 - any refusal is confined to its entry
+                if len(entries) == 1:
+                    await self._unrecordable(entries[0], exc, now)
+                    return True
+                log.warning("a batch of %d records was refused (%s); writing them one by one",
+                            len(entries), exc)  # fmt: skip
+                for entry in entries:
+                    if not await self._write_records([entry]):
+                        return False
+                return True
+        return True
+
+    async def _unrecordable(self, entry: Entry, exc: Exception, now: datetime) -> None:
+        """The database refuses this entry's record: dead-letter it, keep a bare record."""
+        reason = f"{type(exc).__name__}: {exc}"[:500]
+        log.warning("the record of %s cannot be written (%s); dead-lettering it",
+                    entry.entry_id, reason)  # fmt: skip
+        env = entry.envelope
+        assert env is not None
+        ran = "ran and succeeded" if env["status"] == "ok" else "failed"
+        dead = DeadLettered(
+            f"the command {ran}, but its record cannot be written: {reason}",
+            details={"record_error": reason, "status": env["status"]},
+        )
+        failed = {**env, "status": "error", "result": None, "error": dead.to_wire()}
+        self._set_answer(entry, failed, dead=True)
+        bare = self._record(entry, now)
+        bare.params = None
+        with contextlib.suppress(DatabaseUnavailable, Exception):
+            await self.store.write_batch([bare])
 
     def _give_up(self) -> bool:
         """During shutdown past the grace period, stop retrying (entries stay pending)."""
         deadline = self._grace_deadline
         return deadline is not None and time.monotonic() > deadline
 
-    async def _multi(self, acked: list[Entry]) -> None:
+    async def _multi(self, acked: list[Entry]) -> list[tuple[Entry, Exception]]:
         """One MULTI: dead-letter XADDs, result XADDs, one XACK, EXEC.
 
         Packed with hiredis in one buffer and sent on a pooled connection: redis-py's pipeline
-        packs each argument in Python, which was a third of the loop's time.
+        packs each argument in Python, which was a third of the loop's time. Returns the
+        entries whose result could not be written (their reply stream is not a stream, say);
+        everything else in the transaction, the XACK included, took effect.
         """
         trim: tuple[Any, ...] = ("MAXLEN", "~", self._maxlen) if self._maxlen else ()
         default_reply = self.cfg.stream_out
         now = datetime.now(timezone.utc).isoformat()
         commands: list[tuple[Any, ...]] = [("MULTI",)]
+        owners: list[Entry | None] = []  # per queued command: the entry whose result it is
         for entry in acked:
             env = entry.envelope
             assert env is not None
             if entry.dead:
-                fields = dict(entry.fields)
-                fields.update(
-                    {
-                        b"error": dumps(entry.error_wire or env["error"]),
-                        b"deliveries": str(entry.deliveries),
-                        b"last_consumer": self.consumer,
-                        b"failed_at": now,
-                    }
+                commands.append(
+                    (
+                        "XADD",
+                        self.cfg.dead_letter_stream,
+                        *trim,
+                        "*",
+                        *self._dead_fields(entry, now),
+                    )
                 )
-                flat = [item for pair in fields.items() for item in pair]
-                commands.append(("XADD", self.cfg.dead_letter_stream, *trim, "*", *flat))
+                owners.append(None)
                 self.metrics.dead_letter(env["action"])
             commands.append(
                 (
-                    "XADD", entry.reply_to or default_reply, *trim, "*", *result_args(env),
+                    "XADD", entry.reply_to or default_reply, *trim, "*",
+                    "id", env["id"], "action", env["action"], "status", env["status"],
+                    "payload", entry.payload,
                 )
             )  # fmt: skip
+            owners.append(entry)
         commands.append(("XACK", self.stream, self.group, *[e.entry_id for e in acked]))
         commands.append(("EXEC",))
-        await self._send_transaction(commands)
+        replies = await self._send_transaction(commands)
+        failed: list[tuple[Entry, Exception]] = []
+        for owner, reply in zip(owners, replies, strict=False):
+            if isinstance(reply, Exception):
+                if owner is None:
+                    log.error("dead-letter stream %r refused an entry: %s",
+                              self.cfg.dead_letter_stream, reply)  # fmt: skip
+                else:
+                    failed.append((owner, reply))
+        ack = replies[-1] if replies else None
+        if isinstance(ack, Exception):
+            # NOGROUP: the group was deleted; the reader re-creates it. Results are written.
+            log.warning("XACK failed: %s", ack)
+        return failed
 
-    async def _send_transaction(self, commands: list[tuple[Any, ...]]) -> None:
+    def _dead_fields(self, entry: Entry, now: str) -> list[Any]:
+        env = entry.envelope
+        assert env is not None
+        fields = dict(entry.fields)
+        fields.update(
+            {
+                b"error": dumps(entry.error_wire or env["error"]),
+                b"deliveries": str(entry.deliveries),
+                b"last_consumer": self.consumer,
+                b"failed_at": now,
+                b"entry_id": entry.entry_id,
+            }
+        )
+        return [item for pair in fields.items() for item in pair]
+
+    async def _undeliverable(self, failed: list[tuple[Entry, Exception]]) -> None:
+        """Results Redis refused (already acknowledged): dead-letter each, with the reason."""
+        now = datetime.now(timezone.utc).isoformat()
+        for entry, exc in failed:
+            env = entry.envelope
+            assert env is not None
+            log.warning("the result of %s cannot be written to %r (%s); dead-lettering it",
+                        entry.entry_id, entry.reply_to, exc)  # fmt: skip
+            dead = DeadLettered(
+                f"the reply stream {str(entry.reply_to)[:100]!r} cannot be written: {exc}",
+                details={"reply_to": str(entry.reply_to)[:200], "result": env},
+            )
+            entry.error_wire = dead.to_wire()
+            entry.dead = True
+            fields = self._dead_fields(entry, now)
+            self.metrics.dead_letter(env["action"])
+            for attempt in range(1, 6):
+                try:
+                    await self.redis.execute_command(
+                        "XADD", self.cfg.dead_letter_stream, "*", *fields
+                    )
+                    break
+                except TRANSIENT_REDIS as err:
+                    if self._give_up():
+                        return
+                    await self._backoff(attempt, "dead-lettering an undeliverable result", err)
+                except ResponseError as err:
+                    log.error("dead-letter stream %r refused an entry: %s",
+                              self.cfg.dead_letter_stream, err)  # fmt: skip
+                    break
+
+    async def _send_transaction(self, commands: list[tuple[Any, ...]]) -> list[Any]:
+        """Send MULTI ... EXEC packed; returns EXEC's replies (errors as exception objects)."""
         pack = _pack
         data = b"".join([pack(command) for command in commands])
         pool = self.redis.connection_pool
@@ -654,23 +884,22 @@ class Worker:
         try:
             await conn.send_packed_command(data, check_health=False)
             async with _timeout_ctx(60):
+                queued_error: Exception | None = None
                 for _ in range(len(commands) - 1):
                     reply = await read()  # +OK, then +QUEUED per command
-                    if isinstance(reply, Exception):
-                        raise reply
+                    if isinstance(reply, Exception) and queued_error is None:
+                        queued_error = reply
                 replies = await read()
         except BaseException:
             await conn.disconnect()
             raise
         finally:
             await pool.release(conn)
+        if isinstance(replies, Exception):
+            raise queued_error or replies  # EXECABORT: nothing took effect
         if replies is None:
             raise ResponseError("EXEC aborted the transaction")
-        if isinstance(replies, Exception):
-            raise replies
-        for reply in replies:
-            if isinstance(reply, Exception):
-                raise reply
+        return list(replies)
 
     async def _commit_loop(self) -> None:
         while True:
@@ -690,6 +919,8 @@ class Worker:
             finally:
                 self._committing = 0
                 self._committing_ids = set()
+                for entry in batch:
+                    self._release_key(entry)
             if durable:
                 for entry in batch:
                     if not entry.ack:
@@ -766,6 +997,17 @@ class Worker:
         if keep:
             await self.redis.xtrim(self.stream, minid=min(keep, key=_id_key), approximate=True)
 
+    async def _prune_consumers(self, idle_ms: int) -> None:
+        """Remove consumers of dead workers (idle past ``dead_consumer_idle_ms``, owning nothing)."""
+        from .consumers import prune_consumers
+
+        removed = await prune_consumers(
+            self.redis, self.stream, self.group, idle_ms, keep=self.consumer
+        )
+        if removed:
+            log.info("removed %d dead consumers from %r: %s",
+                     len(removed), self.group, ", ".join(removed[:20]))  # fmt: skip
+
     async def _purge(self, days: float) -> None:
         """Delete records older than ``records_retention_days`` (in batches, by the store)."""
         from datetime import timedelta
@@ -781,7 +1023,7 @@ class Worker:
     async def _maintain(self) -> None:
         renew_every = max(0.05, self.cfg.claim_idle_ms / 3000)
         reclaim_every = max(0.05, self.cfg.claim_idle_ms / 2000)
-        last_reclaim = last_gauges = last_trim = last_purge = 0.0
+        last_reclaim = last_gauges = last_trim = last_purge = last_prune = 0.0
         retention = self.cfg.records_retention_days
         # Purge expired records at start, then every hour (or half the retention if shorter).
         purge_every = min(3600.0, retention * 43_200) if retention else None
@@ -806,6 +1048,10 @@ class Worker:
                 if now - last_trim >= self.cfg.trim_interval_s:
                     last_trim = now
                     await self.trim_input()
+                prune_idle = self.cfg.dead_consumer_idle_ms
+                if prune_idle is not None and now - last_prune >= min(300, prune_idle / 2000):
+                    last_prune = now
+                    await self._prune_consumers(prune_idle)
                 if self.store is not None and purge_every and now - last_purge >= purge_every:
                     last_purge = now
                     await self._purge(retention or 0)
@@ -885,6 +1131,17 @@ class Worker:
             else:
                 await self.redis.xgroup_delconsumer(self.stream, self.group, self.consumer)
             await self.trim_input()
+
+
+def _unencodable(envelope: dict[str, Any], exc: Exception) -> dict[str, Any]:
+    """The envelope of a command whose result (or error details) cannot be encoded as JSON."""
+    from ..errors import HandlerError
+
+    error = HandlerError(
+        f"the result of {str(envelope.get('action'))[:100]!r} cannot be encoded as JSON "
+        f"({exc}); return JSON values (str, int within 64 bits, float, bool, None, list, dict)"
+    )
+    return {**envelope, "status": "error", "result": None, "error": error.to_wire()}
 
 
 def _id_key(entry_id: str) -> tuple[int, int]:

@@ -234,6 +234,11 @@ class RecordStore(abc.ABC):
         """The record of one command key, or ``None``."""
 
     @abc.abstractmethod
+    async def find_ok(self, keys: Sequence[str]) -> dict[str, Record]:
+        """The ``ok`` records among ``keys``, by key, in one round trip (the worker asks once
+        per batch read, so a finished command is answered from its record, not run again)."""
+
+    @abc.abstractmethod
     async def query(
         self,
         *,

@@ -6,6 +6,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from ..errors import ConfigError, CorecError
+from ..redaction import redact, redact_url
 from ._base import SCHEMA_VERSION, RecordStore
 
 if TYPE_CHECKING:
@@ -23,7 +24,7 @@ def sqlite_path(url: str) -> Path:
     rest = url[len("sqlite:///") :] if url.startswith("sqlite:///") else ""
     if not rest:
         raise ConfigError(
-            f"database_url {url!r} names no file: write sqlite:///relative/path.db or "
+            f"database_url {redact_url(url)!r} names no file: write sqlite:///relative/path.db or "
             "sqlite:////absolute/path.db (in-memory SQLite would lose every record)"
         )
     return Path(rest)
@@ -69,7 +70,7 @@ async def check_database(kernel_config: KernelConfig) -> tuple[bool, str]:
     except CorecError as exc:
         return False, exc.message
     except Exception as exc:  # noqa: BLE001 - a check reports every failure as one line
-        return False, f"{store.url_display}: {type(exc).__name__}: {exc}"
+        return False, redact(f"{store.url_display}: {type(exc).__name__}: {exc}")
     finally:
         await store.close()
     if version is None:

@@ -17,11 +17,11 @@ import asyncio
 from collections.abc import Awaitable, Callable, Sequence
 from datetime import datetime, timedelta, timezone
 from typing import Any, Literal, TypeVar
-from urllib.parse import urlsplit, urlunsplit
 
 import asyncpg
 
 from ..errors import DatabaseUnavailable
+from ..redaction import redact, redact_url
 from ._base import (
     COLUMNS,
     SCHEMA_VERSION,
@@ -109,13 +109,8 @@ _LOST_STATES = ("08003", "08006", "57P01", "57P02")
 
 
 def display_url(url: str) -> str:
-    """The URL with its password replaced by ``***`` (for messages and logs)."""
-    parts = urlsplit(url)
-    if parts.password is None:
-        return url
-    host = parts.netloc.rsplit("@", 1)[1]
-    user = parts.username or ""
-    return urlunsplit(parts._replace(netloc=f"{user}:***@{host}"))
+    """The URL with its password (userinfo or ``?password=``...) replaced by ``***``."""
+    return redact_url(url)
 
 
 def _row(record: Record, now: datetime) -> tuple[Any, ...]:
@@ -230,7 +225,7 @@ class PostgresStore(RecordStore):
     # ------------------------------------------------------------------ connection
 
     def _unavailable(self, exc: BaseException) -> DatabaseUnavailable:
-        reason = str(exc) or type(exc).__name__
+        reason = redact(str(exc)) or type(exc).__name__  # asyncpg may quote the DSN
         return DatabaseUnavailable(
             f"PostgreSQL at {self.url_display} cannot be reached: {reason}; check that the "
             "server runs and kernel.database_url (COREC_DATABASE_URL) is right",
@@ -373,6 +368,13 @@ class PostgresStore(RecordStore):
         sql = f"SELECT {_COLS} FROM {TABLE} WHERE command_key = $1"
         row = await self._run(lambda conn: conn.fetchrow(sql, key))
         return _record(row) if row is not None else None
+
+    async def find_ok(self, keys: Sequence[str]) -> dict[str, Record]:
+        if not keys:
+            return {}
+        sql = f"SELECT {_COLS} FROM {TABLE} WHERE status = 'ok' AND command_key = ANY($1::text[])"
+        rows = await self._run(lambda conn: conn.fetch(sql, list(dict.fromkeys(keys))))
+        return {row[0]: _record(row) for row in rows}
 
     async def query(
         self,

@@ -271,6 +271,21 @@ class SQLiteStore(RecordStore):
             row = await cursor.fetchone()
         return _record(row) if row is not None else None
 
+    async def find_ok(self, keys: Sequence[str]) -> dict[str, Record]:
+        out: dict[str, Record] = {}
+        unique = list(dict.fromkeys(keys))
+        async with self._using(write=False) as conn:
+            for i in range(0, len(unique), 500):  # under SQLite's bound-parameter limit
+                chunk = unique[i : i + 500]
+                sql = (
+                    f"SELECT {', '.join(COLUMNS)} FROM {TABLE} WHERE status = 'ok' "
+                    f"AND command_key IN ({', '.join('?' * len(chunk))})"
+                )
+                async with conn.execute(sql, chunk) as cursor:
+                    for row in await cursor.fetchall():
+                        out[row[0]] = _record(row)
+        return out
+
     async def query(
         self,
         *,

@@ -13,6 +13,8 @@ import corec_reviser.processor as reviser
 import pytest
 
 pytestmark = pytest.mark.timeout(300)
+# The tests that load a model carry the `model` marker: CI installs the [model] extra (torch)
+# on Python 3.11 only and deselects them on the other Pythons (`-m "not model"`).
 
 
 def _need_transformers() -> None:
@@ -52,6 +54,7 @@ def tiny_model(tmp_path_factory: pytest.TempPathFactory) -> Path:
     return path
 
 
+@pytest.mark.model
 def test_suggestions_from_a_local_model(tiny_model: Path) -> None:
     from corec_reviser.model import suggest
 
@@ -60,6 +63,7 @@ def test_suggestions_from_a_local_model(tiny_model: Path) -> None:
     assert lines == suggest("import os\n", tiny_model, max_new_tokens=12)  # greedy: repeatable
 
 
+@pytest.mark.model
 async def test_review_code_with_the_model(
     tiny_model: Path, corec_register: Any, corec_kernel: Any
 ) -> None:
@@ -114,6 +118,7 @@ def test_heavy_imports_only_when_the_step_is_used() -> None:
     assert out.stdout.strip() == "[]"
 
 
+@pytest.mark.model
 async def test_review_code_on_paths_with_the_model(
     tiny_model: Path, tmp_path: Path, corec_register: Any, corec_kernel: Any
 ) -> None:
@@ -130,6 +135,7 @@ async def test_review_code_on_paths_with_the_model(
     assert isinstance(out["result"]["suggestions"], list)
 
 
+@pytest.mark.model
 def test_the_cli_runs_the_model(tiny_model: Path, kit: Any, tmp_path: Path) -> None:
     (tmp_path / "ok.py").write_text("x = 1\n")
     out = kit("reviser", "review", "ok.py", "--model", str(tiny_model), "--format", "json")

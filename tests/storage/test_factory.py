@@ -9,6 +9,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from pydantic import SecretStr, ValidationError
 
 from corec_plugin_kit.config import KernelConfig
 from corec_plugin_kit.errors import ConfigError
@@ -23,6 +24,14 @@ from corec_plugin_kit.storage import (
 
 def cfg(tmp_path: Path, url: str | None = None, **extra: Any) -> KernelConfig:
     return KernelConfig.model_validate({"state_dir": tmp_path / "state", "database_url": url})
+
+
+def unvalidated(tmp_path: Path, url: str) -> KernelConfig:
+    """A config holding a URL that KernelConfig refuses (as ``model_copy`` can build one): the
+    factory still refuses it with a ConfigError of its own."""
+    with pytest.raises(ValidationError):
+        cfg(tmp_path, url)
+    return cfg(tmp_path).model_copy(update={"database_url": SecretStr(url)})
 
 
 def test_default_is_sqlite_in_state_dir(tmp_path: Path) -> None:
@@ -44,7 +53,7 @@ def test_sqlite_urls_follow_sqlalchemy(tmp_path: Path) -> None:
 @pytest.mark.parametrize("url", ["sqlite://", "sqlite:///"])
 def test_sqlite_url_without_file_is_refused(tmp_path: Path, url: str) -> None:
     with pytest.raises(ConfigError, match="names no file"):
-        open_store(cfg(tmp_path, url))
+        open_store(unvalidated(tmp_path, url))
 
 
 @pytest.mark.parametrize(
@@ -60,7 +69,7 @@ def test_postgres_urls(tmp_path: Path, url: str) -> None:
 @pytest.mark.parametrize("url", ["mysql://u@h/db", "/path/to/file.db", "redis://h"])
 def test_other_urls_say_what_is_accepted(tmp_path: Path, url: str) -> None:
     with pytest.raises(ConfigError, match=r"accepted: sqlite:///.*postgresql://") as info:
-        open_store(cfg(tmp_path, url))
+        open_store(unvalidated(tmp_path, url))
     assert info.value.exit_code == 3
 
 
@@ -81,7 +90,7 @@ async def test_check_sqlite_after_open(tmp_path: Path) -> None:
 
 
 async def test_check_bad_url_and_closed_port(tmp_path: Path) -> None:
-    ok, detail = await check_database(cfg(tmp_path, "mysql://x"))
+    ok, detail = await check_database(unvalidated(tmp_path, "mysql://x"))
     assert not ok
     assert "accepted" in detail
     with socket.socket() as sock:

@@ -70,7 +70,7 @@ def add_commands(group: click.Group) -> None:
         """
         from .backends import make_backend
         from .config import ReviserConfig
-        from .files import collect
+        from .files import Unreadable, collect, read_source
         from .findings import Review, to_json, to_sarif, to_text
 
         kernel = get_state().kernel()
@@ -94,16 +94,22 @@ def add_commands(group: click.Group) -> None:
         reviews = []
         step = 200 if len(files) > 200 else len(files)
         sink = sys.stderr if show else cast("TextIO", _Null())
-        with click.progressbar(length=len(files), label="reviewing", file=sink) as bar:
-            for start in range(0, len(files), step):
-                reviews += chosen.review_files(
-                    files[start : start + step], names[start : start + step]
-                )
-                bar.update(min(step, len(files) - start))
+        try:
+            with click.progressbar(length=len(files), label="reviewing", file=sink) as bar:
+                for start in range(0, len(files), step):
+                    reviews += chosen.review_files(
+                        files[start : start + step], names[start : start + step]
+                    )
+                    bar.update(min(step, len(files) - start))
+        finally:
+            chosen.close()
         if fix:
             for i, item in enumerate(reviews):
                 if not item.formatted and item.error is None:
-                    source = files[i].read_text(encoding="utf-8")
+                    try:
+                        source = read_source(files[i], config.max_source_bytes)
+                    except Unreadable:
+                        continue
                     fixed = chosen.review(source, names[i], fix=True)
                     if fixed.fixed is not None:
                         files[i].write_text(fixed.fixed, encoding="utf-8")
@@ -114,7 +120,14 @@ def add_commands(group: click.Group) -> None:
 
             chosen_model = model_path or config.model_path
             assert chosen_model is not None
-            text = "\n".join(p.read_text(encoding="utf-8", errors="replace") for p in files[:5])
+            texts: list[str] = []
+            for path, item in zip(files, reviews, strict=True):
+                if item.error is None and len(texts) < 5:
+                    try:
+                        texts.append(read_source(path, config.max_source_bytes))
+                    except Unreadable:
+                        continue
+            text = "\n".join(texts)
             try:
                 result.suggestions = suggest(text, chosen_model, config.model_max_new_tokens)
             except ModelUnavailable as exc:

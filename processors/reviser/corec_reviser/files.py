@@ -9,10 +9,58 @@ whatever paths the user names.
 from __future__ import annotations
 
 import os
+import stat
 from collections.abc import Iterable
 from pathlib import Path, PurePosixPath, PureWindowsPath
 
 from .config import ReviserConfig
+
+
+class Unreadable(ValueError):  # noqa: N818 - names the condition, like the kernel errors
+    """Why a file cannot be reviewed: one line, shown as the file's ``error``."""
+
+
+def read_source(path: Path, limit: int | None = None) -> str:
+    """The text of a regular file, at most ``limit`` bytes; raise :class:`Unreadable`.
+
+    Never blocks on what is not a regular file: the open is non-blocking (a FIFO opens at once,
+    with no writer) and anything but a regular file (FIFO, device, socket, folder) is refused
+    before a byte is read.
+    """
+    flags = os.O_RDONLY | getattr(os, "O_NONBLOCK", 0) | getattr(os, "O_NOCTTY", 0)
+    try:
+        fd = os.open(path, flags)
+    except OSError as exc:
+        raise Unreadable(exc.strerror or str(exc)) from None
+    try:
+        info = os.fstat(fd)
+        if not stat.S_ISREG(info.st_mode):
+            raise Unreadable("not a regular file (a FIFO, device, socket or folder)")
+        if limit is not None and info.st_size > limit:
+            raise Unreadable(f"{info.st_size} bytes, over max_source_bytes={limit}")
+        chunks = []
+        size = 0
+        while chunk := os.read(fd, 1 << 20):
+            chunks.append(chunk)
+            size += len(chunk)
+            if limit is not None and size > limit:  # it grew since fstat
+                raise Unreadable(f"{size} bytes, over max_source_bytes={limit}")
+    except OSError as exc:
+        raise Unreadable(exc.strerror or str(exc)) from None
+    finally:
+        os.close(fd)
+    try:
+        return b"".join(chunks).decode("utf-8")
+    except UnicodeDecodeError:
+        raise Unreadable("not UTF-8 text") from None
+
+
+def _regular(path: Path) -> bool:
+    """A regular file itself, not a symlink, FIFO, device or socket (never follows a link)."""
+    try:
+        return stat.S_ISREG(os.lstat(path).st_mode)
+    except OSError:
+        return False
 
 
 class PathProblem(ValueError):  # noqa: N818 - names the condition, like the kernel errors
@@ -52,7 +100,9 @@ class Excluder:
 def collect(paths: Iterable[Path], base: Path, config: ReviserConfig) -> list[tuple[Path, str]]:
     """``(path, display name)`` of every Python file under ``paths``, sorted, excludes applied.
 
-    A file named explicitly is reviewed even if a pattern would exclude it (as ruff does).
+    A file named explicitly is reviewed even if a pattern would exclude it (as ruff does); one
+    that is not a regular file (a FIFO...) is kept, to be reported as unreadable. Inside
+    folders only regular files count: symlinks, FIFOs, devices and sockets are skipped.
     """
     excluder = Excluder(base, config)
     found: dict[str, Path] = {}
@@ -64,7 +114,7 @@ def collect(paths: Iterable[Path], base: Path, config: ReviserConfig) -> list[tu
             return path.as_posix()
 
     for path in paths:
-        if path.is_file():
+        if not path.is_dir():
             found[name_of(path)] = path
             continue
         for folder, dirs, files in os.walk(path, followlinks=False):
@@ -74,7 +124,7 @@ def collect(paths: Iterable[Path], base: Path, config: ReviserConfig) -> list[tu
             )
             for file in files:
                 candidate = here / file
-                if file.endswith((".py", ".pyi")) and not candidate.is_symlink():
+                if file.endswith((".py", ".pyi")) and _regular(candidate):
                     name = name_of(candidate)
                     if not excluder.excluded(name):
                         found[name] = candidate

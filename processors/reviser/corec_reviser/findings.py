@@ -23,6 +23,9 @@ class Finding(BaseModel):
     severity: Severity = "warning"
 
 
+ErrorKind = Literal["read", "crash"]
+
+
 class FileReview(BaseModel):
     file: str
     formatted: bool = Field(description="True when the formatter would change nothing")
@@ -30,6 +33,21 @@ class FileReview(BaseModel):
     findings: list[Finding] = Field(default_factory=list)
     fixed: str | None = Field(default=None, description="the formatted text, when asked with fix")
     error: str | None = Field(default=None, description="why the file could not be reviewed")
+    error_kind: ErrorKind | None = Field(
+        default=None,
+        description="read: unreadable, too large, not UTF-8 or not a regular file; "
+        "crash: a linter crashed on it (the file is not reviewed, so never clean)",
+    )
+
+
+def unreadable(name: str, reason: str) -> FileReview:
+    """The review of a file that could not be read."""
+    return FileReview(file=name, formatted=True, error=reason, error_kind="read")
+
+
+def crashed(name: str, reason: str) -> FileReview:
+    """The review of a file a linter crashed on: an error, never a clean verdict."""
+    return FileReview(file=name, formatted=True, error=reason, error_kind="crash")
 
 
 class Review(BaseModel):
@@ -62,7 +80,8 @@ def to_text(review: Review) -> str:
     lines = []
     for file in review.files:
         if file.error:
-            lines.append(f"{file.file}: cannot review: {file.error}")
+            what = "linter crashed" if file.error_kind == "crash" else "cannot review"
+            lines.append(f"{file.file}: {what}: {file.error}")
         for f in file.findings:
             lines.append(f"{f.file}:{f.line}:{f.column}: {f.code} {f.message}")
         if not file.formatted:
@@ -121,6 +140,21 @@ def to_sarif(review: Review, root: str | None = None) -> dict[str, Any]:
                     "locations": [location(file.file, 1, 1)],
                 }
             )
+    # Files that were not reviewed (unreadable, or a linter crashed on them) are no results:
+    # they are the tool's own notifications, and a crash marks the run unsuccessful.
+    notifications = [
+        {
+            "level": "error" if file.error_kind == "crash" else "warning",
+            "message": {"text": f"{file.file}: {file.error}"},
+            "locations": [location(file.file, 1, 1)],
+        }
+        for file in review.files
+        if file.error
+    ]
+    invocation = {
+        "executionSuccessful": not any(f.error_kind == "crash" for f in review.files),
+        "toolExecutionNotifications": notifications,
+    }
     return {
         "$schema": "https://json.schemastore.org/sarif-2.1.0.json",
         "version": "2.1.0",
@@ -134,6 +168,7 @@ def to_sarif(review: Review, root: str | None = None) -> dict[str, Any]:
                         "rules": list(rules.values()),
                     }
                 },
+                "invocations": [invocation],
                 "originalUriBaseIds": {"SRCROOT": {"uri": root or "file:///"}},
                 "results": results,
             }

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -52,11 +53,15 @@ def _config(ctx: CommandContext) -> ReviserConfig:
 async def review_code(params: ReviewParams, ctx: CommandContext) -> dict[str, Any]:
     """Review Python code: the formatter's verdict and diff, pyflakes findings, suggestions."""
     from .backends import make_backend
-    from .files import PathProblem, collect, contained
+    from .files import PathProblem, Unreadable, collect, contained, read_source
     from .findings import Review, to_json
 
     config = _config(ctx)
-    backend = make_backend(config, params.backend)
+    dispatcher = ctx.kernel.dispatcher
+    # black + pyflakes run in the kernel's process pool: a timeout or the worker's shutdown
+    # kills them; ruff runs as subprocesses killed the same way.
+    backend = make_backend(config, params.backend, runner=dispatcher.run_in_process)
+    loop = asyncio.get_running_loop()
     if params.source is not None:
         size = len(params.source.encode())
         if size > config.max_source_bytes:
@@ -82,7 +87,9 @@ async def review_code(params: ReviewParams, ctx: CommandContext) -> dict[str, An
                     for p in exc.problems
                 ],
             ) from None
-        found = collect(targets, config.root.resolve(), config)
+        found = await loop.run_in_executor(
+            dispatcher.pool, collect, targets, config.root.resolve(), config
+        )
         if len(found) > config.max_files:
             raise InvalidParams(
                 f"{len(found)} files, over reviser.max_files={config.max_files}",
@@ -90,11 +97,11 @@ async def review_code(params: ReviewParams, ctx: CommandContext) -> dict[str, An
             )
         paths = [p for p, _ in found]
         names = [n for _, n in found]
-        files = await asyncio.to_thread(backend.review_files, paths, names)
+        files = await backend.areview_files(paths, names)
         if params.fix:
             for i, item in enumerate(files):
                 if not item.formatted and item.error is None:
-                    files[i] = await asyncio.to_thread(_fixed, backend, paths[i], names[i])
+                    files[i] = await _fixed(backend, paths[i], names[i], config.max_source_bytes)
     review = Review(backend=backend.name, files=files)
     model_path = params.model or (str(config.model_path) if config.model_path else None)
     if model_path:
@@ -105,17 +112,29 @@ async def review_code(params: ReviewParams, ctx: CommandContext) -> dict[str, An
         if params.source is not None:
             text = params.source
         else:
-            text = "\n".join(p.read_text(encoding="utf-8", errors="replace") for p in paths[:5])
-        review.suggestions = await asyncio.to_thread(
-            suggest, text, model_path, config.model_max_new_tokens
+            texts: list[str] = []
+            for path, item in zip(paths, files, strict=True):
+                if item.error is None and len(texts) < 5:
+                    with contextlib.suppress(Unreadable):
+                        texts.append(read_source(path, config.max_source_bytes))
+            text = "\n".join(texts)
+        # The kernel's thread pool: its threads never keep a stopping worker alive.
+        review.suggestions = await loop.run_in_executor(
+            dispatcher.pool, suggest, text, model_path, config.model_max_new_tokens
         )
     return to_json(review)
 
 
-def _fixed(backend: ReviewBackend, path: Path, name: str) -> FileReview:
+async def _fixed(backend: ReviewBackend, path: Path, name: str, limit: int) -> FileReview:
     """One file again with ``fix``: batch runs report diffs, not the formatted text."""
-    source = path.read_text(encoding="utf-8")
-    return backend.review(source, name, fix=True)
+    from .files import Unreadable, read_source
+    from .findings import unreadable
+
+    try:
+        source = read_source(path, limit)
+    except Unreadable as exc:
+        return unreadable(name, str(exc))
+    return await backend.areview(source, name, fix=True)
 
 
 @hookimpl
@@ -125,7 +144,9 @@ def corec_config_model() -> type[BaseModel]:
 
 @hookimpl
 def corec_register_actions(register: Any) -> None:
-    register("review_code", review_code, ReviewParams, timeout_s=300)
+    # No timeout of its own: kernel.handler_timeout_s bounds it, and an operator who reviews
+    # large trees with black+pyflakes raises kernel.action_timeouts.review_code.
+    register("review_code", review_code, ReviewParams)
 
 
 @hookimpl
