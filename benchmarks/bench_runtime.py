@@ -101,7 +101,9 @@ def names() -> dict[str, str]:
 def preload(r: syncredis.Redis, stream: str, n: int) -> None:
     pipe = r.pipeline(transaction=False)
     for i in range(n):
-        body = {"action": "echo", "params": {"n": i, "text": "hello"}, "id": f"c{i}"}
+        # Ids unique per run: records persist between runs, and a key that already has an ok
+        # record would be answered from it instead of run.
+        body = {"action": "echo", "params": {"n": i, "text": "hello"}, "id": f"{stream}-c{i}"}
         pipe.xadd(stream, {"payload": orjson.dumps(body)})
         if i % 1000 == 999:
             pipe.execute()
@@ -120,14 +122,19 @@ def drain_rate(r: syncredis.Redis, out: str, n: int) -> float:
 
 
 SETTINGS: dict[str, str] = {}  # --set key=value: kernel settings for every kernel scenario
+BEFORE: list[Path] = []  # --before TREE: another checkout, run as the "before:" scenarios
 
 
-def worker_env(streams: dict[str, str], records: str, state_dir: str) -> dict[str, str]:
+def worker_env(
+    streams: dict[str, str], records: str, state_dir: str, tree: Path = ROOT
+) -> dict[str, str]:
     env = {k: v for k, v in os.environ.items() if not k.startswith("COREC_")}
+    # Another tree's kernel is imported ahead of the installed one (PYTHONPATH comes first).
+    path = [str(tree / "tests")] + ([str(tree)] if tree != ROOT else [])
     env.update(
         {
             "COREC_PLUGINS": "echo_proc",
-            "PYTHONPATH": os.pathsep.join([str(ROOT / "tests"), env.get("PYTHONPATH", "")]),
+            "PYTHONPATH": os.pathsep.join([*path, env.get("PYTHONPATH", "")]),
             "COREC_REDIS_URL": REDIS_URL,
             "COREC_KERNEL__METRICS_PORT": "0",
             "COREC_KERNEL__STATE_DIR": state_dir,
@@ -177,8 +184,14 @@ def scenario(kind: str, n: int, r: syncredis.Redis) -> dict[str, Any]:
                    streams["group"], streams["stream_out"]]  # fmt: skip
             rss = run_children([(cmd, dict(os.environ))])
         else:
-            records = {"kernel": "off", "two_workers": "off"}.get(kind, kind)
-            env = worker_env(streams, records, state)
+            tree = BEFORE[0] if kind.startswith("before:") else ROOT
+            base = kind.removeprefix("before:")
+            lookup = not base.endswith("_nolookup")
+            base = base.removesuffix("_nolookup")
+            records = {"kernel": "off", "two_workers": "off"}.get(base, base)
+            env = worker_env(streams, records, state, tree)
+            if not lookup:
+                env["COREC_KERNEL__REPLAY_FINISHED"] = "false"
             cmd = [*CORE_KIT, "run", "--burst", "-q"]
             count = 2 if kind == "two_workers" else 1
             rss = run_children([([*cmd, "--consumer", f"w{i}"], env) for i in range(count)])
@@ -227,16 +240,33 @@ def latency(rate: int, seconds: float, r: syncredis.Redis) -> dict[str, float]:
     }
 
 
+# Same-round comparisons: the cost of the record look-up, and this tree against --before.
+PAIRS = [
+    ("sqlite", "sqlite_nolookup"),
+    ("postgres", "postgres_nolookup"),
+    ("kernel", "before:kernel"),
+    ("sqlite", "before:sqlite"),
+    ("postgres", "before:postgres"),
+]
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--n", type=int, default=20_000)
     parser.add_argument("--repeat", type=int, default=3, help="runs per scenario (best kept)")
     parser.add_argument(
-        "--only", default="raw,kernel,sqlite,postgres,two_workers,latency",
-        help="comma-separated scenarios",
+        "--only",
+        default="raw,kernel,sqlite,sqlite_nolookup,postgres,postgres_nolookup,two_workers,latency",
+        help="comma-separated scenarios (also sqlite_nolookup, postgres_nolookup: records on "
+        "without the look-up of finished command keys)",
     )  # fmt: skip
     parser.add_argument("--rate", type=int, default=2000, help="latency scenario send rate")
     parser.add_argument("--json", dest="json_out", help="also write the figures here")
+    parser.add_argument(
+        "--before", type=Path, metavar="TREE",
+        help="another checkout (e.g. a git worktree of an older commit): its kernel runs the "
+        "scenarios named before:kernel, before:sqlite, before:postgres in the same rounds",
+    )  # fmt: skip
     parser.add_argument(
         "--set", action="append", default=[], metavar="KEY=VALUE",
         help="a kernel setting for the kernel scenarios, e.g. --set concurrency=1024",
@@ -244,10 +274,16 @@ def main() -> None:
     args = parser.parse_args()
     SETTINGS.update(item.split("=", 1) for item in args.set)
     wanted = args.only.split(",")
+    if args.before:
+        BEFORE.append(args.before.resolve())
+        wanted += [f"before:{k}" for k in ("kernel", "sqlite", "postgres") if k in wanted]
     r = syncredis.Redis.from_url(REDIS_URL)
     r.ping()
     results: dict[str, Any] = {}
-    order = ["raw", "kernel", "sqlite", "postgres", "two_workers"]
+    order = [
+        "raw", "kernel", "before:kernel", "sqlite", "sqlite_nolookup", "before:sqlite",
+        "postgres", "postgres_nolookup", "before:postgres", "two_workers",
+    ]  # fmt: skip
     # Interleave the repeats so that machine noise hits every scenario alike.
     ratios: dict[str, list[float]] = {}
     for _ in range(args.repeat):
@@ -268,9 +304,14 @@ def main() -> None:
             ratios.setdefault("scale", []).append(
                 round_rates["two_workers"] / round_rates["kernel"]
             )
+        for kind, base in PAIRS:
+            if kind in round_rates and base in round_rates:
+                ratios.setdefault(f"{kind} / {base}", []).append(
+                    round_rates[kind] / round_rates[base]
+                )
     print(f"\n{args.n} commands, {args.repeat} rounds, Python {sys.version.split()[0]}")
     print(
-        f"{'scenario':<14} {'best cmd/s':>10} {'x raw (median)':>15} {'per round':>24}"
+        f"{'scenario':<18} {'best cmd/s':>10} {'x raw (median)':>15} {'per round':>24}"
         f" {'RSS MiB':>8} {'Redis CPU':>10}"
     )
     for kind in order:
@@ -282,9 +323,15 @@ def main() -> None:
             res["ratio_median"] = statistics.median(got) if got else None
             res["ratios"] = got
             print(
-                f"{kind:<14} {res['rate']:>10.0f} {median:>15} {rounds:>24}"
+                f"{kind:<18} {res['rate']:>10.0f} {median:>15} {rounds:>24}"
                 f" {res['rss_mib']:>8.1f} {res['redis_cpu']:>9.0%}"
             )
+    for kind, base in PAIRS:
+        got = ratios.get(f"{kind} / {base}")
+        if got:
+            rounds = " ".join(f"{x:.2f}" for x in got)
+            print(f"{kind} / {base}: median {statistics.median(got):.2f}x (rounds: {rounds})")
+            results[f"{kind} / {base}"] = {"median": statistics.median(got), "ratios": got}
     if ratios.get("scale"):
         scale = statistics.median(ratios["scale"])
         print(f"two workers / one worker (median of rounds): {scale:.2f}x")

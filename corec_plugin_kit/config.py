@@ -162,6 +162,11 @@ class KernelConfig(BaseModel):
         None, description="postgresql:// or sqlite:/// URL; unset = SQLite in state_dir"
     )
     records: bool = Field(True, description="write a record per command (off only for benchmarks)")
+    replay_finished: bool = Field(
+        True,
+        description="records on: a command key that already has an ok record is answered from "
+        "it (`replayed`), not run again; off = at-least-once",
+    )
     metrics_port: int = Field(8000, ge=0, le=65535, description="Prometheus port; 0 = off")
     metrics_addr: str = Field("127.0.0.1", description="address the metrics server binds")
     concurrency: int = Field(256, ge=1, le=10_000, description="commands in flight per worker")

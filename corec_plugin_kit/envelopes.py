@@ -1,4 +1,4 @@
-"""Command and result envelopes (DESIGN.md section 3) and their wire forms.
+"""Command and result envelopes (docs/protocol.md) and their wire forms.
 
 The pydantic models are the documented contract (``corec-kit describe`` and the docs render
 their schema). The stream loop parses and builds the same shapes with orjson directly, because
@@ -55,6 +55,9 @@ class Result(BaseModel):
     attempt: int = 1
     duration_ms: float = 0.0
     entry_id: str | None = None
+    #: Present (``true``) only on a command answered from the ``ok`` record of an earlier run
+    #: of the same command key: its handler did not run again.
+    replayed: bool | None = None
 
 
 # --------------------------------------------------------------------------- wire helpers

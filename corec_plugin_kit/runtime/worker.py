@@ -327,7 +327,7 @@ class Worker:
         """Start parsed entries; with records on, look their keys up first (one query)."""
         if not entries:
             return
-        if self.store is None:
+        if self.store is None or not self.cfg.replay_finished:
             for entry in entries:
                 self._spawn(entry)
             return
@@ -395,7 +395,10 @@ class Worker:
         if self._keys.get(entry.key) is entry:
             del self._keys[entry.key]
             followers = self._followers.pop(entry.key, None)
-            if followers:
+            if followers and self._stopping.is_set():
+                for follower in followers:  # never started: handed back at shutdown
+                    self.inflight.pop(follower.entry_id, None)
+            elif followers:
                 self._queue(followers)
 
     def _spawn(self, entry: Entry) -> None:
@@ -1108,6 +1111,11 @@ class Worker:
                 task.cancel()
             if pending:
                 await asyncio.wait(pending, timeout=1)
+        # Entries waiting behind a same-key entry that is parked never started: hand them back.
+        for followers in self._followers.values():
+            for follower in followers:
+                self.inflight.pop(follower.entry_id, None)
+        self._followers.clear()
         self._done_event.set()
         try:
             await asyncio.wait_for(committer, timeout=max(0.1, grace) + 5)

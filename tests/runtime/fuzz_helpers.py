@@ -45,7 +45,7 @@ from runtime_helpers import subprocess_env  # noqa: E402
 
 DEFAULT_SEED = 20240611
 #: Dead-letter fields the worker adds to the original ones.
-DL_EXTRA = (b"error", b"deliveries", b"last_consumer", b"failed_at")
+DL_EXTRA = (b"error", b"deliveries", b"last_consumer", b"failed_at", b"entry_id")
 #: Result error types that come with a dead letter.
 DL_TYPES = {"invalid_command", "unknown_action", "invalid_params", "dead_letter"}
 #: echo_proc actions safe to fuzz: none sleeps, none is transient, none logs a traceback.
@@ -86,7 +86,9 @@ class Names:
     @property
     def hostile_keys(self) -> dict[str, str]:
         """Keys created before the run, of other types than stream: must stay unchanged."""
-        return {f"{self.prefix}:k:{kind}": kind for kind in ("string", "hash", "list", "set", "zset")}
+        return {
+            f"{self.prefix}:k:{kind}": kind for kind in ("string", "hash", "list", "set", "zset")
+        }
 
     @classmethod
     def from_streams(cls, streams: dict[str, Any]) -> Names:
@@ -179,9 +181,17 @@ def jtext(value: Any, ascii_only: bool = True) -> str:
         half = value.depth // 2
         return '{"a":[' * half + inner + "]}" * half
     if isinstance(value, Obj):
-        return "{" + ",".join(f"{jtext(k, ascii_only)}:{jtext(v, ascii_only)}" for k, v in value.pairs) + "}"
+        return (
+            "{"
+            + ",".join(f"{jtext(k, ascii_only)}:{jtext(v, ascii_only)}" for k, v in value.pairs)
+            + "}"
+        )
     if isinstance(value, dict):
-        return "{" + ",".join(f"{jtext(k, ascii_only)}:{jtext(v, ascii_only)}" for k, v in value.items()) + "}"
+        return (
+            "{"
+            + ",".join(f"{jtext(k, ascii_only)}:{jtext(v, ascii_only)}" for k, v in value.items())
+            + "}"
+        )
     if isinstance(value, (list, tuple)):
         return "[" + ",".join(jtext(v, ascii_only) for v in value) + "]"
     raise TypeError(type(value))
@@ -202,14 +212,14 @@ SPECIAL = [
     "\x00", "\ud800", "\udfff", "\udbff", "\u2028", "\ufeff", "\U0010ffff", "\x7f", "\n",
     '"', "\\", "{", "}", "*", "?", "[", "$", "\u0301", "é", "✓", "😀", " ", "\r\n", "\t",
 ]  # fmt: skip
-any_text = st.lists(
-    st.one_of(st.characters(), st.sampled_from(SPECIAL)), max_size=12
-).map("".join)
+any_text = st.lists(st.one_of(st.characters(), st.sampled_from(SPECIAL)), max_size=12).map("".join)
 long_text = st.sampled_from([99, 100, 101, 199, 200, 201, 1000, 10_000]).map(lambda n: "x" * n)
 text = st.one_of(any_text, any_text, any_text, long_text, st.just(""))
 ints = st.one_of(
     st.integers(-(2**53), 2**53),
-    st.sampled_from([2**63 - 1, 2**63, -(2**63), -(2**63) - 1, 2**64 - 1, 2**64, 10**30, -(10**40)]),
+    st.sampled_from(
+        [2**63 - 1, 2**63, -(2**63), -(2**63) - 1, 2**64 - 1, 2**64, 10**30, -(10**40)]
+    ),
     st.integers(),
     st.integers(min_value=2**64, max_value=2**200),
 )
@@ -273,11 +283,18 @@ def strategies(names: Names) -> st.SearchStrategy[tuple[str, dict[bytes, bytes]]
 
     # An envelope: known keys mostly, with values of the expected type mostly.
     def envelope(
-        actions: Any = action, params: Any = None, replies: Any = reply, meta: Any = None,
+        actions: Any = action,
+        params: Any = None,
+        replies: Any = reply,
+        meta: Any = None,
         need_params: bool = False,
     ) -> Any:
         params = params if params is not None else st.one_of(echo_params, json_value, deep)
-        meta = meta if meta is not None else st.one_of(json_value, st.dictionaries(text, json_value, max_size=3))
+        meta = (
+            meta
+            if meta is not None
+            else st.one_of(json_value, st.dictionaries(text, json_value, max_size=3))
+        )
         pair = st.one_of(
             st.tuples(st.just("action"), st.one_of(actions, actions, actions, anything)),
             st.tuples(st.just("params"), st.one_of(params, params, anything)),
@@ -290,7 +307,9 @@ def strategies(names: Names) -> st.SearchStrategy[tuple[str, dict[bytes, bytes]]
         optional = {"id": ident, "reply_to": replies, **({} if need_params else {"params": params})}
         base = st.fixed_dictionaries(required, optional=optional)
         return st.builds(
-            lambda b, more, shuffle: Obj(tuple(sorted(b.items(), key=lambda kv: shuffle.random()) + more)),
+            lambda b, more, shuffle: Obj(
+                tuple(sorted(b.items(), key=lambda kv: shuffle.random()) + more)
+            ),
             base,
             st.lists(pair, max_size=2),
             st.randoms(use_true_random=False),
@@ -299,9 +318,13 @@ def strategies(names: Names) -> st.SearchStrategy[tuple[str, dict[bytes, bytes]]
     def flat(
         actions: Any = action, params: Any = None, replies: Any = reply, need_params: bool = False
     ) -> Any:
-        params_text = params if params is not None else st.one_of(
-            st.builds(jbytes, st.one_of(echo_params, json_value, deep), st.booleans()),
-            st.binary(max_size=40),
+        params_text = (
+            params
+            if params is not None
+            else st.one_of(
+                st.builds(jbytes, st.one_of(echo_params, json_value, deep), st.booleans()),
+                st.binary(max_size=40),
+            )
         )
         value = st.one_of(st.binary(max_size=30), text.map(enc))
         return st.builds(
@@ -317,7 +340,10 @@ def strategies(names: Names) -> st.SearchStrategy[tuple[str, dict[bytes, bytes]]
                 },
             ),
             st.dictionaries(
-                st.one_of(st.sampled_from([b"error", b"deliveries", b"x"]), st.binary(min_size=1, max_size=8)),
+                st.one_of(
+                    st.sampled_from([b"error", b"deliveries", b"x"]),
+                    st.binary(min_size=1, max_size=8),
+                ),
                 value,
                 max_size=2,
             ),
@@ -330,13 +356,25 @@ def strategies(names: Names) -> st.SearchStrategy[tuple[str, dict[bytes, bytes]]
     classes: dict[str, Any] = {
         "raw_fields": st.dictionaries(
             field_name, st.binary(max_size=60), min_size=1, max_size=5
-        ).map(lambda f: {**f, b"reply_to": enc(names.reply_prefix) + f[b"reply_to"]} if b"reply_to" in f else f),
+        ).map(
+            lambda f: (
+                {**f, b"reply_to": enc(names.reply_prefix) + f[b"reply_to"]}
+                if b"reply_to" in f
+                else f
+            )
+        ),
         "payload_bytes": st.one_of(
             st.binary(max_size=80),
             st.builds(lambda v, cut: jbytes(v)[:cut], json_value, st.integers(0, 40)),
             st.builds(jbytes, st.one_of(scalars, st.lists(scalars, max_size=3))),
-            st.builds(lambda v: b"\xef\xbb\xbf" + jbytes(v), st.dictionaries(text, scalars, max_size=2)),
-            st.builds(lambda v, tail: jbytes(v) + tail, st.dictionaries(text, scalars, max_size=2), st.binary(min_size=1, max_size=5)),
+            st.builds(
+                lambda v: b"\xef\xbb\xbf" + jbytes(v), st.dictionaries(text, scalars, max_size=2)
+            ),
+            st.builds(
+                lambda v, tail: jbytes(v) + tail,
+                st.dictionaries(text, scalars, max_size=2),
+                st.binary(min_size=1, max_size=5),
+            ),
         ).map(lambda b: {b"payload": b}),
         "payload_envelope": st.builds(payload, envelope(), st.booleans()),
         "payload_echo": st.builds(
@@ -351,8 +389,11 @@ def strategies(names: Names) -> st.SearchStrategy[tuple[str, dict[bytes, bytes]]
             need_params=True,
         ),
         "deep_params": st.one_of(
-            st.builds(payload, envelope(actions=st.just("echo"), params=deep, need_params=True),
-                      st.just(True)),
+            st.builds(
+                payload,
+                envelope(actions=st.just("echo"), params=deep, need_params=True),
+                st.just(True),
+            ),
             flat(actions=st.just("echo"), params=st.builds(jbytes, deep), need_params=True),
         ),
         "bigint_params": st.one_of(
@@ -367,24 +408,40 @@ def strategies(names: Names) -> st.SearchStrategy[tuple[str, dict[bytes, bytes]]
             ),
             flat(
                 actions=st.sampled_from(ACTIONS),
-                params=st.builds(jbytes, st.fixed_dictionaries({"n": ints}, optional={"text": text})),
+                params=st.builds(
+                    jbytes, st.fixed_dictionaries({"n": ints}, optional={"text": text})
+                ),
                 need_params=True,
             ),
         ),
         "nul_in_id_action": st.one_of(
             st.builds(
                 lambda a, i, where, n: (
-                    {b"action": enc(a + "\x00" if where == 0 else a), b"params": b'{"n": %d}' % n,
-                     b"id": enc(i + "\x00" + i if where else i)}
+                    {
+                        b"action": enc(a + "\x00" if where == 0 else a),
+                        b"params": b'{"n": %d}' % n,
+                        b"id": enc(i + "\x00" + i if where else i),
+                    }
                 ),
-                st.sampled_from(ACTIONS), any_text, st.integers(0, 2), st.integers(0, 9),
+                st.sampled_from(ACTIONS),
+                any_text,
+                st.integers(0, 2),
+                st.integers(0, 9),
             ),
             st.builds(
                 lambda a, i, where: payload(
-                    Obj((("action", a + "\x00" if where == 0 else a), ("params", {"n": 1}),
-                         ("id", "\x00" + i if where else i))), True,
+                    Obj(
+                        (
+                            ("action", a + "\x00" if where == 0 else a),
+                            ("params", {"n": 1}),
+                            ("id", "\x00" + i if where else i),
+                        )
+                    ),
+                    True,
                 ),
-                st.sampled_from(ACTIONS), any_text, st.integers(0, 2),
+                st.sampled_from(ACTIONS),
+                any_text,
+                st.integers(0, 2),
             ),
         ),
         "nul_in_params": st.builds(
@@ -393,7 +450,9 @@ def strategies(names: Names) -> st.SearchStrategy[tuple[str, dict[bytes, bytes]]
                 if form
                 else {b"action": enc(a), b"params": jbytes({"n": 1, "text": "\x00" + t})}
             ),
-            st.sampled_from(ACTIONS), any_text, st.booleans(),
+            st.sampled_from(ACTIONS),
+            any_text,
+            st.booleans(),
         ),
         "reply_hostile": st.builds(
             lambda r, form, n: (
@@ -401,7 +460,9 @@ def strategies(names: Names) -> st.SearchStrategy[tuple[str, dict[bytes, bytes]]
                 if form
                 else {b"action": b"echo", b"params": b'{"n": %d}' % n, b"reply_to": enc(r)}
             ),
-            hostile_reply, st.booleans(), st.integers(0, 99),
+            hostile_reply,
+            st.booleans(),
+            st.integers(0, 99),
         ),
         "reply_legal": st.builds(
             lambda r, form, p: (
@@ -409,7 +470,9 @@ def strategies(names: Names) -> st.SearchStrategy[tuple[str, dict[bytes, bytes]]
                 if form
                 else {b"action": b"echo", b"params": jbytes(p), b"reply_to": enc(r)}
             ),
-            legal_reply, st.booleans(), echo_params,
+            legal_reply,
+            st.booleans(),
+            echo_params,
         ),
         "dup_id": st.builds(
             lambda i, form, p: (
@@ -417,12 +480,15 @@ def strategies(names: Names) -> st.SearchStrategy[tuple[str, dict[bytes, bytes]]
                 if form
                 else {b"action": b"echo", b"params": jbytes(p), b"id": enc(i)}
             ),
-            st.sampled_from([f"dup-{i}" for i in range(5)]), st.booleans(),
+            st.sampled_from([f"dup-{i}" for i in range(5)]),
+            st.booleans(),
             st.one_of(st.fixed_dictionaries({"n": st.integers(0, 3)}), echo_params),
         ),
         "meta_any": st.builds(
             lambda m: payload(Obj((("action", "echo"), ("params", {"n": 1}), ("meta", m))), True),
-            st.one_of(json_value, deep, st.dictionaries(text, st.one_of(json_value, deep), max_size=3)),
+            st.one_of(
+                json_value, deep, st.dictionaries(text, st.one_of(json_value, deep), max_size=3)
+            ),
         ),
     }
     names_ = sorted(classes)
@@ -507,7 +573,11 @@ def assemble(
             if rnd.random() < 0.1 and len(goods) > 1:
                 earlier = rnd.choice(goods[:-1])
                 assert earlier.good is not None
-                dup = {b"action": b"echo", b"params": b'{"n": -1}', b"id": earlier.good["id"].encode()}
+                dup = {
+                    b"action": b"echo",
+                    b"params": b'{"n": -1}',
+                    b"id": earlier.good["id"].encode(),
+                }
                 out.append(Sent("dup_good", dup))
     return out
 
@@ -532,7 +602,9 @@ class Report:
     bad_entries: dict[str, list[Sent]] = field(default_factory=lambda: defaultdict(list))
 
     def fail(self, what: str, sent: Sent | None = None) -> None:
-        self.violations.append(what if sent is None else f"[{sent.cls}] {what}: {short(sent.fields)}")
+        self.violations.append(
+            what if sent is None else f"[{sent.cls}] {what}: {short(sent.fields)}"
+        )
         if sent is not None:
             self.bad_entries[sent.cls].append(sent)
 
@@ -547,14 +619,28 @@ class Report:
         lines.append(f"  {'TOTAL':<18} {totals['entries']:>5}")
         return "\n".join(lines)
 
-    def summary(self, limit: int = 25) -> str:
+    def summary(self, per_kind: int = 3) -> str:
+        """The violations, at most ``per_kind`` of each (class, kind of violation)."""
         classes = Counter(v.split("]")[0].lstrip("[") for v in self.violations if v.startswith("["))
         head = f"{len(self.violations)} violations (by class: {dict(classes)})"
-        return "\n".join([head, *self.violations[:limit]])
+        shown: Counter[str] = Counter()
+        lines = []
+        for v in self.violations:
+            kind = re.sub(r"[0-9]+-[0-9]+|'[^']*'|\d+", "#", v.split(":", 1)[0])
+            shown[kind] += 1
+            if shown[kind] <= per_kind:
+                lines.append(v)
+        more = f"... ({len(lines) - 60} more kinds)" if len(lines) > 60 else ""
+        return "\n".join([head, *lines[:60], more])
 
 
 def short(fields: dict[bytes, bytes], width: int = 160) -> str:
-    text = repr({k: (v if len(v) <= width else v[:width] + b"...(%d bytes)" % len(v)) for k, v in fields.items()})
+    text = repr(
+        {
+            k: (v if len(v) <= width else v[:width] + b"...(%d bytes)" % len(v))
+            for k, v in fields.items()
+        }
+    )
     return text if len(text) <= 4 * width else text[: 4 * width] + "..."
 
 
@@ -602,7 +688,11 @@ def check(r: Any, names: Names, sent: list[Sent], before: dict[str, Any] | None)
     results: dict[str, list[tuple[bytes, dict[str, Any]]]] = defaultdict(list)
     dead: list[dict[bytes, bytes]] = []
     keys = set(r.scan_iter(match=f"{names.prefix}*", count=1000))
-    fixed = {names.stream_in.encode(), names.dead.encode(), *(k.encode() for k in names.hostile_keys)}
+    fixed = {
+        names.stream_in.encode(),
+        names.dead.encode(),
+        *(k.encode() for k in names.hostile_keys),
+    }
     for key in sorted(keys):
         if key in fixed:
             continue
@@ -618,7 +708,7 @@ def check(r: Any, names: Names, sent: list[Sent], before: dict[str, Any] | None)
                 body = orjson.loads(fields[b"payload"])
                 assert set(fields) == {b"id", b"action", b"status", b"payload"}
                 eid = body["entry_id"]
-            except Exception:  # noqa: BLE001 - anything that is not a result entry
+            except Exception:
                 rep.fail(f"non-result entry on reply stream {name!r}: {short(fields)}")
                 continue
             if eid not in by_eid:
@@ -642,7 +732,18 @@ def check(r: Any, names: Names, sent: list[Sent], before: dict[str, Any] | None)
         if name and not name.startswith(names.prefix.encode()) and r.exists(name):
             rep.fail(f"a key outside the test's prefix was written: {name[:80]!r}", s)
     # Dead letters carry the entry's own fields (plus DL_EXTRA): matched to entries by them.
-    dead_left: Counter[frozenset[tuple[bytes, bytes]]] = Counter(_canon(f) for f in dead)
+    # Newer workers name the entry (field ``entry_id``); older ones only copy its fields.
+    dead_left: Counter[Any] = Counter(
+        f[b"entry_id"].decode(errors="replace") if b"entry_id" in f else _canon(f) for f in dead
+    )
+
+    def take_dead(s: Sent) -> bool:
+        for mark in (s.entry_id, _canon(s.fields)):
+            if dead_left[mark] > 0:
+                dead_left[mark] -= 1
+                return True
+        return False
+
     no_result: list[Sent] = []
     for s in sent:
         counts = rep.by_class[s.cls]
@@ -663,9 +764,7 @@ def check(r: Any, names: Names, sent: list[Sent], before: dict[str, Any] | None)
             counts["replayed"] += 1
         if etype in DL_TYPES:
             counts["dead_lettered"] += 1
-            if dead_left[_canon(s.fields)] > 0:
-                dead_left[_canon(s.fields)] -= 1
-            else:
+            if not take_dead(s):
                 rep.fail(f"entry {s.entry_id} answered {etype} but has no dead letter", s)
         own = _plain_id(s)
         if own is not None and etype != "invalid_command" and body.get("id") != own:
@@ -674,32 +773,41 @@ def check(r: Any, names: Names, sent: list[Sent], before: dict[str, Any] | None)
             rep.fail(f"result of {s.entry_id} went to {key[:80]!r}, not its reply_to", s)
         if s.good is not None:
             want = s.good
-            if status != "ok" or body.get("result") != want["result"] or body.get("id") != want["id"]:
-                rep.fail(f"good command {want['id']} answered {short({b'got': orjson.dumps(body)})}", s)
+            if (
+                status != "ok"
+                or body.get("result") != want["result"]
+                or body.get("id") != want["id"]
+            ):
+                rep.fail(
+                    f"good command {want['id']} answered {short({b'got': orjson.dumps(body)})}", s
+                )
             elif want["reply_to"] and key != want["reply_to"].encode():
-                rep.fail(f"good command {want['id']} answered on {key!r}, not {want['reply_to']}", s)
+                rep.fail(
+                    f"good command {want['id']} answered on {key!r}, not {want['reply_to']}", s
+                )
             elif body.get("replayed"):
                 rep.fail(f"good command {want['id']} (first of its id) answered as a replay", s)
     for s in no_result:
         counts = rep.by_class[s.cls]
-        if dead_left[_canon(s.fields)] > 0:  # answered by a dead letter alone
-            dead_left[_canon(s.fields)] -= 1
+        if take_dead(s):  # answered by a dead letter alone
             counts["dead_letter_only"] += 1
             if s.good is not None:
                 rep.fail(f"good command {s.good['id']} was dead-lettered", s)
         else:
             counts["unanswered"] += 1
             rep.fail(f"entry {s.entry_id} has no result and no dead letter", s)
-    owners = {_canon(s.fields): s for s in sent}
-    for canon, n in (+dead_left).items():
-        if canon in owners:
-            s = owners[canon]
+    owners: dict[Any, Sent] = {_canon(s.fields): s for s in sent}
+    owners.update(by_eid)
+    for mark, n in (+dead_left).items():
+        if mark in owners:
+            s = owners[mark]
             rep.fail(f"{n} dead letter(s) too many: a second answer for entry {s.entry_id}", s)
         else:
-            rep.fail(f"{n} dead letter(s) of no entry: {short(dict(canon))}")
+            shown = mark if isinstance(mark, str) else short(dict(mark))
+            rep.fail(f"{n} dead letter(s) of no entry: {shown}")
     try:
         pending = int(r.xpending(names.stream_in, names.group)["pending"])
-    except Exception as exc:  # noqa: BLE001 - no group at all is a violation too
+    except Exception as exc:
         rep.fail(f"XPENDING failed: {exc}")
     else:
         if pending:
@@ -724,6 +832,8 @@ def tracebacks(stderr: str) -> list[str]:
                 j += 1
             tail = lines[j] if j < len(lines) else "?"
             out.append(f"{lines[i - 1] if i else ''} ... {tail}")
+        elif line.startswith(("Internal error", "Error: ")):  # the CLI's one-line crash report
+            out.append(line)
     return out
 
 
@@ -877,7 +987,7 @@ def repro(
         os.environ.get("COREC_TEST_REDIS_URL", "redis://127.0.0.1:6379/0"),
     )  # fmt: skip
     r = syncredis.Redis.from_url(names.redis_url)
-    tmp = Path(f"/tmp/corec-repro-{tag}")  # noqa: S108 - a throwaway folder of this run
+    tmp = Path(f"/tmp/corec-repro-{tag}")
     tmp.mkdir()
     schema = f"corec_test_{tag}"
     pg = os.environ.get("COREC_TEST_POSTGRES_URL", "postgresql://postgres@127.0.0.1:5432/test")
@@ -925,7 +1035,13 @@ def main(argv: list[str]) -> int:
 
     postgres = "--postgres" in argv
     entries = [ast.literal_eval(a) for a in argv if not a.startswith("--")]
-    entries = [{(k if isinstance(k, bytes) else k.encode()): (v if isinstance(v, bytes) else enc(v)) for k, v in e.items()} for e in entries]
+    entries = [
+        {
+            (k if isinstance(k, bytes) else k.encode()): (v if isinstance(v, bytes) else enc(v))
+            for k, v in e.items()
+        }
+        for e in entries
+    ]
     code, tbs, rep, err = repro(entries, postgres=postgres)
     print(f"exit code: {code}")
     for tb in tbs:

@@ -70,7 +70,9 @@ def commands(names: Names, count: int, rnd: random.Random) -> list[Sent]:
             body = {"action": "echo", "params": {"n": "x"}, "id": cid}
             out.append(Sent("invalid_params", {b"payload": orjson.dumps(body)}))
         else:
-            out.append(Sent("flat_not_json", {b"action": b"echo", b"params": b"{", b"id": cid.encode()}))
+            out.append(
+                Sent("flat_not_json", {b"action": b"echo", b"params": b"{", b"id": cid.encode()})
+            )
     return out
 
 
