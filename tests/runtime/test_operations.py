@@ -16,8 +16,12 @@ from runtime_helpers import free_port, payload, results
 async def test_metrics_are_served_with_bounded_labels(
     echo_kernel: Any, corec_redis: Any, corec_streams: dict[str, Any]
 ) -> None:
+    from prometheus_client import REGISTRY
+
     from corec_plugin_kit.runtime.service import run_worker
 
+    labels = {"action": "echo", "processor": "echo_proc"}
+    before = REGISTRY.get_sample_value("corec_command_duration_seconds_count", labels) or 0.0
     port = free_port()
     stream = corec_streams["stream_in"]
     await corec_redis.xadd(stream, payload("echo", {"n": 1}, id="m1"))
@@ -44,11 +48,13 @@ async def test_metrics_are_served_with_bounded_labels(
     )
     assert "made_up" not in text
     assert 'corec_dead_letters_total{action="unknown"}' in text
-    assert 'corec_command_duration_seconds_count{action="echo",processor="echo_proc"} 1.0' in text
-    assert (
-        'corec_command_duration_seconds_bucket{action="echo",le="+Inf",processor="echo_proc"} 1.0'
-        in text
+    # The registry is process-wide: other tests of this process may have run echo too.
+    count = (
+        f'corec_command_duration_seconds_count{{action="echo",processor="echo_proc"}} {before + 1}'
     )
+    assert count in text
+    inf = 'corec_command_duration_seconds_bucket{action="echo",le="+Inf",processor="echo_proc"}'
+    assert f"{inf} {before + 1}" in text
     assert "corec_commands_in_flight 0.0" in text
     assert 'corec_circuit_state{processor="echo_proc"} 0.0' in text
     assert "corec_commands_in_flight" in text
