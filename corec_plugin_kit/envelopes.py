@@ -129,12 +129,17 @@ def parse_fields(fields: dict[Any, Any], max_bytes: int | None = None) -> dict[s
             data[key] = as_text(value, key)
     data = check_shape(data)
     if params is not None:
-        data["params"] = _load(params, "params", InvalidParams, 1)
-        if not isinstance(data["params"], dict):
-            raise InvalidParams(
-                "`params` must be a JSON object",
-                details=[{"loc": "", "msg": "not a JSON object", "type": "dict_type"}],
-            )
+        try:
+            data["params"] = _load(params, "params", InvalidParams, 1)
+            if not isinstance(data["params"], dict):
+                raise InvalidParams(
+                    "`params` must be a JSON object",
+                    details=[{"loc": "", "msg": "not a JSON object", "type": "dict_type"}],
+                )
+        except CorecError as exc:
+            # The envelope itself is valid: its id and reply_to still address the answer.
+            exc.command = {**data, "params": {}}
+            raise
     return data
 
 

@@ -49,6 +49,9 @@ class CorecError(Exception):
     #: processor's circuit breaker. False for a final answer (invalid input, a handler's own
     #: HandlerError): the worker writes the error result and acknowledges.
     transient: bool = False
+    #: The parts of the command that did parse, when the error is about the rest (flat-form
+    #: params that are not JSON): its ``id`` and ``reply_to`` still address the answer.
+    command: dict[str, Any] | None = None
 
     def __init__(self, message: str, *, details: Any = None) -> None:
         # No message may carry a secret: the password of a URL in it becomes *** (see

@@ -78,8 +78,12 @@ def corec_register_actions(register: Register) -> None:
 
     :param register: the callback; ``action`` is a name such as ``"generate_plugin"``
         (``[a-z][a-z0-9_.:-]*``), ``handler`` an ``async def handler(params, ctx)`` (or a plain
-        ``def`` when ``blocking=True``, run in the kernel's thread pool), ``params`` a pydantic
-        model the command's params are validated against before the handler runs.
+        ``def`` when ``blocking=True``, run in the kernel's thread pool, or a module-level
+        ``def`` when ``blocking="process"``, run in the kernel's process pool, whose worker is
+        killed at the timeout or on shutdown; it gets a ``ProcessContext``, without
+        ``kernel``), ``params`` a pydantic model the command's params are validated against
+        before the handler runs. ``timeout_s`` is capped by ``kernel.handler_timeout_s``;
+        ``kernel.action_timeouts[action]`` overrides both.
 
     A handler that is not ``async def`` without ``blocking=True``, a name that is not valid, or an
     exception raised here marks the processor ``failed`` (with the reason) and skips it.

@@ -36,7 +36,7 @@ T = TypeVar("T")
 class WorkerDied(RuntimeError):  # noqa: N818 - names the condition, like the kernel errors
     """The worker process running the call ended without answering (a signal, ``os._exit``)."""
 
-    def __init__(self, exitcode: int | None, how: str = "the pool broke") -> None:
+    def __init__(self, exitcode: int | None, how: str = "") -> None:
         if exitcode is not None and exitcode < 0:
             try:
                 how = f"killed by {signal.Signals(-exitcode).name}"
@@ -44,6 +44,7 @@ class WorkerDied(RuntimeError):  # noqa: N818 - names the condition, like the ke
                 how = f"killed by signal {-exitcode}"
         elif exitcode is not None:
             how = f"exit code {exitcode}"
+        how = how or "its pool broke: worker processes died or could not start"
         super().__init__(f"the worker process died ({how})")
         self.exitcode = exitcode
 

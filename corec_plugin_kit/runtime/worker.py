@@ -296,7 +296,14 @@ class Worker:
             entry.command = command
             self._check_reply_to(command.get("reply_to"))
         except CorecError as exc:
-            self._answer_invalid(entry, exc, time.perf_counter(), entry.command)
+            partial = entry.command or exc.command
+            if partial is not None and exc.command is partial:
+                try:  # the envelope is fine, the params are not: answer where it asks
+                    self._check_reply_to(partial.get("reply_to"))
+                    entry.reply_to = partial.get("reply_to")
+                except InvalidCommand:
+                    pass
+            self._answer_invalid(entry, exc, time.perf_counter(), partial)
             return False
         entry.reply_to = command.get("reply_to")
         entry.params = command["params"]
@@ -849,6 +856,10 @@ class Worker:
         for entry, exc in failed:
             env = entry.envelope
             assert env is not None
+            if entry.dead:  # its dead letter went out in the same MULTI: that is its answer
+                log.warning("the result of %s cannot be written to %r (%s); it is dead-lettered",
+                            entry.entry_id, entry.reply_to, exc)  # fmt: skip
+                continue
             log.warning("the result of %s cannot be written to %r (%s); dead-lettering it",
                         entry.entry_id, entry.reply_to, exc)  # fmt: skip
             dead = DeadLettered(
@@ -1001,7 +1012,7 @@ class Worker:
             await self.redis.xtrim(self.stream, minid=min(keep, key=_id_key), approximate=True)
 
     async def _prune_consumers(self, idle_ms: int) -> None:
-        """Remove consumers of dead workers (idle past ``dead_consumer_idle_ms``, owning nothing)."""
+        """Remove consumers of dead workers: idle past the bound and owning nothing."""
         from .consumers import prune_consumers
 
         removed = await prune_consumers(
