@@ -48,7 +48,7 @@ async def test_outage_warnings_do_not_print_the_password(
     await corec_redis.xadd(corec_streams["stream_in"], payload("echo", {"n": 1}, id="s1"))
     task = asyncio.ensure_future(service.run_worker(kernel))
     try:
-        for _ in range(200):
+        for _ in range(400):
             if "records failed (DatabaseUnavailable" in caplog.text or task.done():
                 break
             await asyncio.sleep(0.05)
