@@ -1,4 +1,4 @@
-"""CoreC plugin-loader adapter: the kernel as one CoreC plugin (DESIGN.md section 7).
+"""CoreC plugin-loader adapter: the kernel as one CoreC plugin.
 
 CoreC reads ``plugin.json`` (shipped beside this module), imports its ``main_class`` and drives
 it::
@@ -9,7 +9,7 @@ it::
     await plugin.detener()
 
 ``procesar`` runs ``datos`` through :meth:`Kernel.execute`, the same in-process path as
-``corec-kit exec``, and returns the result envelope of DESIGN.md section 3 with CoreC's
+``corec-kit exec``, and returns the result envelope of docs/protocol.md with CoreC's
 ``estado`` key beside ``status`` (and ``mensaje`` beside ``error`` when it failed).
 
 ``config`` is the plugin's section of CoreC's configuration. It may carry:

@@ -289,3 +289,46 @@ def test_a_fifo_does_not_hang_the_cli(kit: Any, with_fifo: Path) -> None:
         )  # fmt: skip
         assert named.returncode == 1
         assert "pkg/pipe.py: cannot review: not a regular file" in named.stdout
+
+
+# --------------------------------------------------------------------------- ruff is killed
+
+
+def _read_pids(folder: Path) -> list[int]:
+    return [int(p.read_text()) for p in folder.glob("*.pid") if p.read_text()]
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    return True
+
+
+@pytest.mark.parametrize("many", [False, True])
+async def test_ruff_subprocesses_are_killed_when_the_review_is_cancelled(
+    tmp_path: Path, many: bool
+) -> None:
+    """A ruff that hangs (a stand-in script) dies with the task that awaits it."""
+    pids = tmp_path / "pids"
+    pids.mkdir()
+    fake = tmp_path / "ruff"
+    fake.write_text(f'#!/bin/sh\necho $$ > "{pids}/$$.pid"\nexec sleep 60\n')
+    fake.chmod(0o755)
+    backend = make_backend(ReviserConfig(), "ruff")
+    backend.binary = str(fake)  # type: ignore[attr-defined]
+    (tmp_path / "m.py").write_text("x = 1\n")
+    if many:
+        task = asyncio.ensure_future(backend.areview_files([tmp_path / "m.py"], ["m.py"]))
+    else:
+        task = asyncio.ensure_future(backend.areview("x = 1\n", "m.py"))
+    deadline = time.monotonic() + 20
+    while len(_read_pids(pids)) < 2:  # format and check run at once
+        assert time.monotonic() < deadline, "the stand-in ruff never started"
+        await asyncio.sleep(0.02)
+    task.cancel()
+    with pytest.raises(asyncio.CancelledError):
+        await task
+    for pid in _read_pids(pids):
+        assert not _alive(pid), pid

@@ -1,6 +1,6 @@
 """The generator processor: actions ``generate_plugin`` and ``generate_website``, CLI, config.
 
-Where files may go depends on who asks (DESIGN.md section 8):
+Where files may go depends on who asks (docs/generator.md):
 
 * a **command** (stream, ``corec-kit exec``, the CoreC adapter) writes only below the configured
   ``output_plugins`` / ``output_websites`` root; its ``output`` is a path relative to that root;
