@@ -63,7 +63,7 @@ class CommandContext:
     kernel: Kernel
 
 
-@dataclass(slots=True, frozen=True)
+@dataclass(slots=True)
 class ProcessContext:
     """What a ``blocking="process"`` handler gets beside its params.
 

@@ -2,7 +2,7 @@
 
 Its actions model the cases a worker must handle: fast work, slow work, a dependency that is
 down (a file flag stands for it, so subprocess workers see the same state), a handler's own
-final failure, and an unexpected exception.
+final failure, an unexpected exception, and CPU-bound work in a worker process or a thread.
 """
 
 from __future__ import annotations

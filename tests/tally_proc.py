@@ -20,9 +20,13 @@ class Tally(BaseModel):
     n: int = 0
 
 
+def _append(key: str) -> None:
+    with Path(os.environ["TALLY_FILE"]).open("a") as out:  # one short line: no need to defer
+        out.write(key + "\n")
+
+
 async def tally(params: Tally, ctx: CommandContext) -> dict[str, Any]:
-    with Path(os.environ["TALLY_FILE"]).open("a") as out:
-        out.write(ctx.key + "\n")
+    _append(ctx.key)
     return {"n": params.n, "key": ctx.key}
 
 

@@ -1,4 +1,4 @@
-"""Prometheus metrics (docs/operations.md, Metrics). Labels are bounded: unknown actions share ``unknown``.
+"""Prometheus metrics (docs/operations.md). Labels are bounded: unknown actions share ``unknown``.
 
 The metric objects are created once per process in the default registry; the worker keeps
 label children in dicts so the per-command cost is a dict lookup plus an increment.

@@ -43,6 +43,15 @@ def run_burst(env: dict[str, str]) -> str:
     return err
 
 
+def start_worker(env: dict[str, str], consumer: str) -> subprocess.Popen[bytes]:
+    return subprocess.Popen(
+        [sys.executable, "-m", "corec_plugin_kit", "run", "--consumer", consumer],
+        env=env,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.PIPE,
+    )
+
+
 async def answers(redis: Any, streams: dict[str, Any], *extra: str) -> dict[str, dict[str, Any]]:
     """Every answer by stream entry id: ``{"result": body}`` and/or ``{"dead": fields}``."""
     out: dict[str, dict[str, Any]] = {}
@@ -75,7 +84,9 @@ async def test_content_that_cannot_round_trip_is_refused_and_the_batch_commits(
         "deep_payload": {b"payload": b'{"action": "tally", "params": {"x": ' + deep + b"}}"},
         "deep_flat": {b"action": b"tally", b"params": b'{"x": ' + deep + b"}"},
         "bigint_flat": {b"action": b"tally", b"params": b'{"n": 123456789012345678901234567890}'},
-        "bigint_payload": {b"payload": b'{"action": "tally", "params": {"n": -99999999999999999999}}'},
+        "bigint_payload": {
+            b"payload": b'{"action": "tally", "params": {"n": -99999999999999999999}}'
+        },
         "nul_id": {b"payload": b'{"action": "tally", "id": "k\\u0000", "params": {}}'},
         "nul_id_flat": {b"action": b"tally", b"id": b"k\x00x"},
         "nul_action": {b"payload": b'{"action": "tally\\u0000", "params": {}}'},
@@ -296,10 +307,7 @@ async def test_dead_consumers_are_removed_once_idle_and_owning_nothing(
     env = worker_env(corec_streams, tmp_path / "tally", dead_consumer_idle_ms=1500)
     for i in range(20):
         await corec_redis.xadd(stream, payload("echo", {"n": i}))
-    victim = subprocess.Popen(
-        [sys.executable, "-m", "corec_plugin_kit", "run", "--consumer", "victim"],
-        env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
-    )  # fmt: skip
+    victim = start_worker(env, "victim")
     try:
         for _ in range(200):
             if await corec_redis.xlen(corec_streams["stream_out"]) == 20:
@@ -308,7 +316,7 @@ async def test_dead_consumers_are_removed_once_idle_and_owning_nothing(
         await asyncio.sleep(0.3)  # its last commit is acknowledged
     finally:
         victim.send_signal(signal.SIGKILL)
-        victim.wait()
+        victim.communicate()
     # A consumer that still owns an entry is never removed, however idle.
     await corec_redis.xadd(stream, payload("echo", {"n": 99}))
     await corec_redis.xreadgroup(group, "owner-of-one", {stream: ">"}, count=1)
@@ -317,10 +325,7 @@ async def test_dead_consumers_are_removed_once_idle_and_owning_nothing(
         return {r["name"].decode() for r in rows}
 
     assert names(await corec_redis.xinfo_consumers(stream, group)) >= {"victim", "owner-of-one"}
-    survivor = subprocess.Popen(
-        [sys.executable, "-m", "corec_plugin_kit", "run", "--consumer", "survivor"],
-        env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
-    )  # fmt: skip
+    survivor = start_worker(env, "survivor")
     try:
         for _ in range(200):
             if "victim" not in names(await corec_redis.xinfo_consumers(stream, group)):

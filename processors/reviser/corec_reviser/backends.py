@@ -278,7 +278,8 @@ class BlackPyflakes:
         """In this process (tests, the CLI's --fix of files already reviewed once)."""
         return review_source(self.config, source, name, fix)
 
-    async def _run(self, name: str, fn: Callable[..., Any], *args: Any) -> Any:
+    async def _run(self, fn: Callable[..., Any], *args: Any) -> Any:
+        """``fn(config, *args)`` through the runner; a dead worker is returned, not raised."""
         from corec_plugin_kit.procpool import WorkerDied
 
         assert self.runner is not None
@@ -291,7 +292,7 @@ class BlackPyflakes:
         """In a worker process of ``runner`` (killed with the task); else in a thread."""
         if self.runner is None:
             return await asyncio.to_thread(self.review, source, name, fix=fix)
-        got = await self._run(name, review_source, source, name, fix)
+        got = await self._run(review_source, source, name, fix)
         if isinstance(got, FileReview):
             return got
         return crashed(name, f"black+pyflakes crashed: {got}")
@@ -304,7 +305,7 @@ class BlackPyflakes:
         items = [(str(f), n) for f, n in zip(files, names, strict=True)]
 
         async def chunk(part: list[tuple[str, str]]) -> list[FileReview]:
-            got = await self._run(part[0][1], _review_chunk, part)
+            got = await self._run(_review_chunk, part)
             if isinstance(got, list):
                 return got
             if len(part) == 1:

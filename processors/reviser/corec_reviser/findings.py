@@ -89,7 +89,7 @@ def to_text(review: Review) -> str:
     s = review.summary()
     lines.append(
         f"{s['files']} file(s): {s['findings']} finding(s), {s['unformatted']} to reformat"
-        + (f", {s['errors']} unreadable" if s["errors"] else "")
+        + (f", {s['errors']} not reviewed" if s["errors"] else "")
         + f" ({review.backend})"
     )
     return "\n".join(lines)
