@@ -3,7 +3,7 @@
 Every error the kernel or a processor raises on purpose derives from :class:`CorecError`.
 Each class carries, once, the three ways it is shown:
 
-* ``wire_type``: the ``error.type`` of a result envelope on the stream (DESIGN.md section 3);
+* ``wire_type``: the ``error.type`` of a result envelope on the stream (docs/protocol.md);
 * ``exit_code``: the exit status of the ``corec-kit`` command that hit it;
 * the message itself, one line that says what to do (URL passwords in it are redacted).
 

@@ -34,7 +34,7 @@ import threading
 from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Protocol
+from typing import Any, Protocol, TypeVar
 
 from .config import ReviserConfig
 from .files import Unreadable, read_source
@@ -43,6 +43,8 @@ from .findings import FileReview, Finding, crashed, severity_of, unreadable
 #: ``runner(fn, *args)``: await ``fn(*args)`` in a worker process that is killed when the
 #: awaiting task is cancelled (the kernel's ``ctx.kernel.dispatcher.run_in_process``).
 Runner = Callable[..., Awaitable[Any]]
+
+T = TypeVar("T")
 
 PYFLAKES_CODES = {
     "UnusedImport": "F401",
@@ -315,7 +317,7 @@ class BlackPyflakes:
                 out += await chunk([item])
             return out
 
-        parts = await asyncio.gather(*(chunk(p) for p in _chunks(items, os.cpu_count() or 1)))
+        parts = await _all(*(chunk(p) for p in _chunks(items, os.cpu_count() or 1)))
         return [review for part in parts for review in part]
 
     def review_files(self, files: Sequence[Path], names: Sequence[str]) -> list[FileReview]:
@@ -387,9 +389,35 @@ async def _arun(args: list[str], data: bytes | None = None) -> Ran:
         if proc.returncode is None:
             with contextlib.suppress(ProcessLookupError):
                 proc.kill()
-            await asyncio.shield(proc.wait())
+            await _settle(proc.wait())
         raise
     return Ran(proc.returncode or 0, out.decode(errors="replace"), err.decode(errors="replace"))
+
+
+async def _all(*aws: Awaitable[T]) -> list[T]:
+    """``asyncio.gather`` that, when cancelled or failing, waits for every child to end.
+
+    gather alone answers at the first child's cancellation, while the others may still be
+    killing and reaping their ruff subprocess; the caller must not return before that.
+    """
+    tasks = [asyncio.ensure_future(aw) for aw in aws]
+    try:
+        return list(await asyncio.gather(*tasks))
+    except BaseException as exc:
+        if not isinstance(exc, asyncio.CancelledError):  # gather cancelled them already
+            for task in tasks:
+                task.cancel()
+        await _settle(asyncio.wait(tasks))
+        raise
+
+
+async def _settle(aw: Awaitable[Any]) -> None:
+    """Await ``aw`` to its end even if this task is cancelled again meanwhile (cleanup that
+    must finish: reaping a killed subprocess); the caller re-raises its own error after."""
+    future = asyncio.ensure_future(aw)
+    while not future.done():
+        with contextlib.suppress(asyncio.CancelledError):
+            await asyncio.shield(future)
 
 
 _PANIC = re.compile(r"panicked|Ruff crashed|This indicates a bug in Ruff", re.IGNORECASE)
@@ -506,7 +534,7 @@ class Ruff:
     async def areview(self, source: str, name: str, *, fix: bool = False) -> FileReview:
         """Both ruff runs at once, as asyncio subprocesses (killed if the task is cancelled)."""
         data = source.encode()
-        fmt, check = await asyncio.gather(
+        fmt, check = await _all(
             _arun(self._format_args(name), data), _arun(self._check_args(name), data)
         )
         return self._verdict(source, name, fmt, check, fix)
@@ -577,7 +605,7 @@ class Ruff:
         errors, name_of, paths = self._prepare(files, names)
         if not paths:
             return [unreadable(n, errors[n]) for n in names]
-        check, fmt = await asyncio.gather(
+        check, fmt = await _all(
             _arun([*self._check_args(None), *paths]), _arun(self._diff_args(paths))
         )
         batch = self._batch(files, names, errors, name_of, check, fmt)
@@ -595,7 +623,7 @@ class Ruff:
                     return unreadable(name, str(exc))
                 return await self.areview(source, name)
 
-        return list(await asyncio.gather(*(one(f, n) for f, n in zip(files, names, strict=True))))
+        return await _all(*(one(f, n) for f, n in zip(files, names, strict=True)))
 
     def close(self) -> None:
         return None
