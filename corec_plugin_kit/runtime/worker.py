@@ -727,12 +727,16 @@ class Worker:
         return True
 
     async def _write_records(self, acked: list[Entry]) -> bool:
-        """Write the batch's records; False when shutdown cut an outage short.
+        """Write the batch's records; False when shutdown cut the wait for the database short.
 
-        A batch the database refuses for a reason other than an outage is written one record
-        at a time, so that one entry whose record cannot be written (found by the second try)
-        is dead-lettered alone while the rest of the batch commits.
+        An outage, or a refusal that is not about the records' content (permissions, a
+        schema changed under us...), holds the batch: claims renewed, retried with backoff,
+        nothing acknowledged. A refusal of content (see :func:`refuses_content`) is narrowed
+        down by writing the records one at a time: each record refused alone is its entry's
+        dead letter, and the rest of the batch commits.
         """
+        from ..storage._base import refuses_content
+
         now = datetime.now(timezone.utc)
         entries = [e for e in acked if e.record]
         attempt = 0
@@ -741,22 +745,37 @@ class Worker:
                 await self.store.write_batch([self._record(e, now) for e in entries])
                 return True
             except DatabaseUnavailable as exc:
-                attempt += 1
-                if self._give_up():
-                    return False
-                await self._renew([e.entry_id for e in acked])
-                await self._backoff(attempt, "writing records", exc)
-            except Exception as exc:  # noqa: BLE001 - any refusal is confined to its entry
-                if len(entries) == 1:
-                    await self._unrecordable(entries[0], exc, now)
-                    return True
-                log.warning("a batch of %d records was refused (%s); writing them one by one",
-                            len(entries), exc)  # fmt: skip
-                for entry in entries:
-                    if not await self._write_records([entry]):
-                        return False
-                return True
+                reason: BaseException = exc
+            except Exception as exc:  # noqa: BLE001 - classified below; never stops the worker
+                if refuses_content(exc):
+                    return await self._write_one_by_one(entries, now)
+                log.error("the database refused a batch of records (%s: %s); holding it",
+                          type(exc).__name__, exc)  # fmt: skip
+                reason = exc
+            attempt += 1
+            if self._give_up():
+                return False
+            await self._renew([e.entry_id for e in acked])
+            await self._backoff(attempt, "writing records", reason)
         return True
+
+    async def _write_one_by_one(self, entries: list[Entry], now: datetime) -> bool:
+        from ..storage._base import refuses_content
+
+        if len(entries) > 1:
+            log.warning("the database refused a batch of %d records; writing them one by one",
+                        len(entries))  # fmt: skip
+        held: list[Entry] = []
+        for entry in entries:
+            try:
+                await self.store.write_batch([self._record(entry, now)])
+            except Exception as exc:  # noqa: BLE001 - classified below
+                if refuses_content(exc):
+                    await self._unrecordable(entry, exc, now)
+                else:
+                    held.append(entry)
+        # Whatever failed for another reason (an outage that began meanwhile) is retried.
+        return await self._write_records(held) if held else True
 
     async def _unrecordable(self, entry: Entry, exc: Exception, now: datetime) -> None:
         """The database refuses this entry's record: dead-letter it, keep a bare record."""

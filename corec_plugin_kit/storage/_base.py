@@ -193,6 +193,22 @@ def utc(value: datetime | None) -> datetime | None:
     return value.astimezone(timezone.utc)
 
 
+def refuses_content(exc: BaseException) -> bool:
+    """True when a write failed because of what a record holds (a value the database will not
+    store, a constraint it breaks), not because of the database: retrying the same record can
+    never succeed, while the rest of its batch can.
+
+    PostgreSQL: SQLSTATE classes 22 (data exception) and 23 (integrity constraint violation);
+    SQLite: IntegrityError and DataError; either: a value Python could not convert.
+    """
+    import sqlite3
+
+    if isinstance(exc, (sqlite3.IntegrityError, sqlite3.DataError, TypeError, ValueError)):
+        return True
+    state = getattr(exc, "sqlstate", None)
+    return isinstance(state, str) and state[:2] in ("22", "23")
+
+
 # ---------------------------------------------------------------------------------- interface
 
 

@@ -3,6 +3,8 @@ the worker, a refusal is confined to its entry, and finished work is not run aga
 
 from __future__ import annotations
 
+import asyncio
+import signal
 import subprocess
 import sys
 from pathlib import Path
@@ -300,9 +302,6 @@ async def test_with_records_off_delivery_is_at_least_once(
 async def test_dead_consumers_are_removed_once_idle_and_owning_nothing(
     corec_redis: Any, corec_streams: dict[str, Any], tmp_path: Path
 ) -> None:
-    import asyncio
-    import signal
-
     stream, group = corec_streams["stream_in"], corec_streams["group"]
     env = worker_env(corec_streams, tmp_path / "tally", dead_consumer_idle_ms=1500)
     for i in range(20):
@@ -338,3 +337,49 @@ async def test_dead_consumers_are_removed_once_idle_and_owning_nothing(
     assert survivor.returncode == 0, err.decode()[-2000:]
     assert "victim" not in left
     assert {"owner-of-one", "survivor"} <= left
+
+
+@pytest.mark.postgres
+async def test_a_refusal_not_about_content_holds_the_batch_and_loses_nothing(
+    corec_redis: Any, corec_streams: dict[str, Any], tmp_path: Path, corec_postgres_schema_url: str
+) -> None:
+    """A schema changed under the worker (a renamed column) is no fault of the commands: the
+    batch is held, nothing is answered or dead-lettered, and all of it commits once fixed."""
+    import asyncpg
+
+    stream, group = corec_streams["stream_in"], corec_streams["group"]
+    tally = tmp_path / "tally"
+    env = worker_env(corec_streams, tally, records=True, database_url=corec_postgres_schema_url)
+    await corec_redis.xadd(stream, payload("tally", {}, id="first"))
+    run_burst(env)  # creates the schema
+    conn = await asyncpg.connect(corec_postgres_schema_url)
+    try:
+        await conn.execute("ALTER TABLE corec_commands RENAME COLUMN duration_ms TO gone")
+        for i in range(20):
+            await corec_redis.xadd(stream, payload("tally", {"n": i}, id=f"h{i}"))
+        worker = start_worker(env, "holder")
+        try:
+            for _ in range(200):
+                if len(runs(tally)) == 21:
+                    break
+                await asyncio.sleep(0.05)
+            await asyncio.sleep(1.0)  # a few attempts to write the records
+            assert await pending(corec_redis, stream, group) == 20
+            assert await corec_redis.xlen(corec_streams["dead_letter_stream"]) == 0
+            await conn.execute("ALTER TABLE corec_commands RENAME COLUMN gone TO duration_ms")
+            for _ in range(300):
+                if await pending(corec_redis, stream, group) == 0:
+                    break
+                await asyncio.sleep(0.05)
+        finally:
+            worker.send_signal(signal.SIGTERM)
+            _out, err = worker.communicate(timeout=30)
+        assert worker.returncode == 0, err.decode()[-2000:]
+        assert "holding it" in err.decode()
+        rows = await conn.fetchval("SELECT count(*) FROM corec_commands WHERE status = 'ok'")
+    finally:
+        await conn.close()
+    assert rows == 21
+    assert await pending(corec_redis, stream, group) == 0
+    assert await corec_redis.xlen(corec_streams["dead_letter_stream"]) == 0
+    assert len(runs(tally)) == 21  # each ran once
