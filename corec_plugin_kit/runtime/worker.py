@@ -65,9 +65,17 @@ if sys.version_info >= (3, 11):
 else:  # pragma: no cover - 3.10 only
     from contextlib import asynccontextmanager
 
+    from async_timeout import timeout as _async_timeout
+
     @asynccontextmanager
     async def _timeout_ctx(seconds: float) -> Any:
-        yield
+        # As on 3.11+: the builtin TimeoutError (an OSError), which the worker treats as a
+        # transient Redis failure (reconnect, retry), where 3.10 raises asyncio.TimeoutError.
+        try:
+            async with _async_timeout(seconds):
+                yield
+        except asyncio.TimeoutError:
+            raise TimeoutError(f"no reply from Redis within {seconds:g}s") from None
 
 
 if sys.version_info >= (3, 12):

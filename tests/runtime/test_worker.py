@@ -219,3 +219,17 @@ async def test_long_handlers_keep_their_claim_while_another_worker_reclaims(
     assert len(got) == 5
     assert all(r["attempt"] == 1 for r in got.values())  # never redelivered
     assert stats_a.ok == 5 and stats_b.reclaimed == 0
+
+
+async def test_the_transaction_read_timeout_is_a_transient_error_on_every_python() -> None:
+    """The commit's read limit raises the builtin TimeoutError (an OSError, so a transient Redis
+    failure the worker retries) on 3.10 as on 3.11+, instead of waiting for ever."""
+    from corec_plugin_kit.runtime.worker import TRANSIENT_REDIS, _timeout_ctx
+
+    loop = asyncio.get_running_loop()
+    started = loop.time()
+    with pytest.raises(TRANSIENT_REDIS) as caught:
+        async with _timeout_ctx(0.05):
+            await asyncio.sleep(5)
+    assert isinstance(caught.value, TimeoutError)
+    assert loop.time() - started < 2
