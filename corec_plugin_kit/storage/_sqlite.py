@@ -142,6 +142,10 @@ class SQLiteStore(RecordStore):
         self.migrations = MIGRATIONS
         self._conn: aiosqlite.Connection | None = None
         self._lock = asyncio.Lock()
+        # A second connection for the worker's look-ups: in WAL mode it reads while the first
+        # one commits (and waits for fsync), so reading the next batch never queues behind it.
+        self._reader: aiosqlite.Connection | None = None
+        self._reader_lock = asyncio.Lock()
 
     # ------------------------------------------------------------------ connection
 
@@ -155,6 +159,10 @@ class SQLiteStore(RecordStore):
     async def _connect(self) -> aiosqlite.Connection:
         if self._conn is not None:
             return self._conn
+        self._conn = await self._new_connection()
+        return self._conn
+
+    async def _new_connection(self) -> aiosqlite.Connection:
         try:
             self.path.parent.mkdir(parents=True, exist_ok=True)
             conn = await aiosqlite.connect(
@@ -171,8 +179,22 @@ class SQLiteStore(RecordStore):
         except sqlite3.Error as exc:
             await conn.close()
             raise self._unavailable(exc) from exc
-        self._conn = conn
         return conn
+
+    @asynccontextmanager
+    async def _reading(self) -> AsyncIterator[aiosqlite.Connection]:
+        """The read connection (opened after the writer, so the schema exists); maps outages."""
+        async with self._reader_lock:
+            if self._reader is None:
+                async with self._lock:
+                    await self._connect()  # the writer first: it creates the file
+                self._reader = await self._new_connection()
+            try:
+                yield self._reader
+            except sqlite3.DatabaseError as exc:
+                if any(text in str(exc).lower() for text in _UNAVAILABLE):
+                    raise self._unavailable(exc) from exc
+                raise
 
     @asynccontextmanager
     async def _using(self, *, write: bool) -> AsyncIterator[aiosqlite.Connection]:
@@ -239,9 +261,10 @@ class SQLiteStore(RecordStore):
         return f"SQLite {sqlite3.sqlite_version}"
 
     async def close(self) -> None:
-        conn, self._conn = self._conn, None
-        if conn is not None:
-            await conn.close()
+        for conn in (self._reader, self._conn):
+            if conn is not None:
+                await conn.close()
+        self._reader = self._conn = None
 
     async def ping(self) -> bool:
         try:
@@ -274,7 +297,7 @@ class SQLiteStore(RecordStore):
     async def find_ok(self, keys: Sequence[str]) -> dict[str, Record]:
         out: dict[str, Record] = {}
         unique = list(dict.fromkeys(keys))
-        async with self._using(write=False) as conn:
+        async with self._reading() as conn:
             for i in range(0, len(unique), 500):  # under SQLite's bound-parameter limit
                 chunk = unique[i : i + 500]
                 sql = (

@@ -36,6 +36,26 @@ async def test_round_trip_keeps_every_field(corec_store: RecordStore) -> None:
     assert await corec_store.get("k-1") == record
 
 
+async def test_find_ok_returns_only_successful_records_of_the_keys_asked(
+    corec_store: RecordStore,
+) -> None:
+    batch = [rec(f"k{i}", "ok" if i % 3 else "error") for i in range(1200)]
+    await corec_store.write_batch(batch)
+    asked = [f"k{i}" for i in range(0, 1200, 2)] + ["k4", "missing", "k4"]  # past 500, repeats
+    found = await corec_store.find_ok(asked)
+    expected = {f"k{i}" for i in range(0, 1200, 2) if i % 3}
+    assert set(found) == expected
+    assert found["k4"] == await corec_store.get("k4")
+    assert await corec_store.find_ok([]) == {}
+    # Reads and writes at once (the worker looks up the next batch while committing one).
+    more = [rec(f"m{i}") for i in range(200)]
+    _, seen = await asyncio.gather(corec_store.write_batch(more), corec_store.find_ok(["k1"]))
+    assert set(seen) == {"k1"}
+    assert set(await corec_store.find_ok([r.command_key for r in more])) == {
+        r.command_key for r in more
+    }
+
+
 async def test_writing_a_batch_twice_leaves_one_row_per_key(corec_store: RecordStore) -> None:
     batch = [rec(f"cmd-{i}") for i in range(300)]
     await corec_store.write_batch(batch)
