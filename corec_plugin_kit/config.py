@@ -174,7 +174,9 @@ class KernelConfig(BaseModel):
     block_ms: int = Field(1000, ge=1, description="XREADGROUP BLOCK while idle")
     claim_idle_ms: int = Field(60_000, ge=1, description="idle time before XAUTOCLAIM reclaims")
     max_deliveries: int = Field(5, ge=1, description="deliveries before dead-lettering")
-    handler_timeout_s: float = Field(60.0, gt=0, description="default handler timeout")
+    handler_timeout_s: float = Field(
+        60.0, gt=0, description="handler timeout, and the ceiling of an action's own timeout_s"
+    )
     action_timeouts: dict[str, float] = Field(
         default_factory=dict,
         description="action -> timeout in seconds, over the action's own default and "
