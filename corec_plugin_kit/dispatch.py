@@ -2,7 +2,7 @@
 
 ``exec``, the CoreC adapter and the stream worker all run a command through
 :meth:`Dispatcher.dispatch`, so validation, timeouts and error mapping behave the same
-everywhere. The return value is the result envelope as a plain dict (DESIGN.md section 3),
+everywhere. The return value is the result envelope as a plain dict (docs/protocol.md),
 plus the typed error when there is one, for the runtime's breaker and dead-letter decisions.
 """
 
@@ -46,24 +46,6 @@ else:  # pragma: no cover - 3.10 only
 
 
 @dataclass(slots=True)
-class CommandContext:
-    """What a handler gets beside its params.
-
-    ``key`` is the command key (the envelope ``id``, else the stream entry id): use it to make
-    side effects idempotent, since delivery is at-least-once.
-    """
-
-    key: str
-    action: str
-    processor: str
-    attempt: int
-    entry_id: str | None
-    meta: dict[str, Any] | None
-    config: BaseModel | None
-    kernel: Kernel
-
-
-@dataclass(slots=True)
 class ProcessContext:
     """What a ``blocking="process"`` handler gets beside its params.
 
@@ -78,6 +60,17 @@ class ProcessContext:
     entry_id: str | None
     meta: dict[str, Any] | None
     config: BaseModel | None
+
+
+@dataclass(slots=True)
+class CommandContext(ProcessContext):
+    """What a handler gets beside its params.
+
+    ``key`` is the command key (the envelope ``id``, else the stream entry id): use it to make
+    side effects idempotent, since delivery is at-least-once.
+    """
+
+    kernel: Kernel
 
 
 def validation_details(exc: ValidationError) -> list[dict[str, Any]]:
