@@ -13,7 +13,7 @@ import functools
 import logging
 import sys
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, TypeVar
 
 from pydantic import ValidationError
@@ -60,6 +60,9 @@ class ProcessContext:
     entry_id: str | None
     meta: dict[str, Any] | None
     config: BaseModel | None
+    #: How the command arrived: ``"kit"`` (the kit's envelopes) or ``"codex"`` (CoreC codex's
+    #: single ``data`` field); a handler may pick defaults that suit its producer.
+    wire: str = field(default="kit", kw_only=True)
 
 
 @dataclass(slots=True)
@@ -166,7 +169,14 @@ class Dispatcher:
         """
         if spec.blocking == "process":
             pctx = ProcessContext(
-                ctx.key, ctx.action, ctx.processor, ctx.attempt, ctx.entry_id, ctx.meta, ctx.config
+                ctx.key,
+                ctx.action,
+                ctx.processor,
+                ctx.attempt,
+                ctx.entry_id,
+                ctx.meta,
+                ctx.config,
+                wire=ctx.wire,
             )
             aw: Any = self.processes.run(spec.handler, model, pctx)
         elif spec.blocking:
@@ -235,6 +245,7 @@ class Dispatcher:
                 command.get("meta"),
                 self.kernel.processor_config(spec.processor),
                 self.kernel,
+                wire=command.get("wire", "kit"),
             )
             result = await self.call(spec, model, ctx, timeout=timeout)
             if hasattr(result, "model_dump"):
