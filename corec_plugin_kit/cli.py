@@ -90,6 +90,8 @@ class State:
             self._kernel = Kernel.build(
                 self.config,
                 processors=self._processors,
+                # --strict also makes unknown keys of a CoreC/codex-style config errors.
+                overrides={"kernel": {"strict_processors": True}} if self.strict else None,
                 strict=self.strict or None,
                 load=self.load,
                 disable=self.disable,
@@ -177,6 +179,11 @@ LAZY_COMMANDS = {
         "corec_plugin_kit.storage.cli",
         "history",
         "Show command records (newest first) from the records database.",
+    ),
+    "corec": (
+        "corec_plugin_kit.corec_install",
+        "corec",
+        "Install the kit as a plugin into a CoreC tree.",
     ),
 }
 
@@ -557,6 +564,11 @@ def check(config_file: str | None, as_json: bool) -> None:
     if config_file:
         state.config = config_file
     report, exit_code = asyncio.run(run_checks(state))
+    warnings = state._kernel.settings.warnings if state._kernel is not None else []
+    if warnings and report.get("config", {}).get("ok"):
+        # Keys of a CoreC/codex-style config that mean nothing here (errors with --strict).
+        report["config"]["detail"] += f"; {len(warnings)} warning(s): " + "; ".join(warnings)
+        report["config"]["warnings"] = warnings
     report = redact_data(report)  # the details quote URLs; never their passwords
     if as_json:
         echo_json(report)

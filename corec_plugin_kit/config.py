@@ -16,11 +16,12 @@ Every problem in every section is collected and raised once as :class:`ConfigErr
 from __future__ import annotations
 
 import json
+import logging
 import os
 import re
 import socket
 import sys
-from collections.abc import Mapping
+from collections.abc import Iterable, Mapping
 from pathlib import Path
 from typing import Any
 
@@ -37,6 +38,8 @@ from pydantic_core import PydanticCustomError
 
 from .errors import ConfigError
 from .redaction import userinfo_end
+
+log = logging.getLogger(__name__)
 
 ENV_PREFIX = "COREC_"
 # Variables that configure the CLI or loader rather than a config key.
@@ -145,10 +148,13 @@ class KernelConfig(BaseModel):
     # A ValidationError's text never shows the input: the URLs hold passwords.
     model_config = ConfigDict(extra="forbid", coerce_numbers_to_str=True, hide_input_in_errors=True)
 
-    stream_in: str = Field("corec:commands", min_length=1, description="stream commands arrive on")
-    stream_out: str = Field("corec:results", min_length=1, description="default reply stream")
+    # Defaults are codex's stream names (plugins/codex/cli.py, processors/manager.py).
+    stream_in: str = Field("corec_commands", min_length=1, description="stream commands arrive on")
+    stream_out: str = Field("corec_responses", min_length=1, description="default reply stream")
     dead_letter_stream: str = Field(
-        "corec:dead", min_length=1, description="stream of commands that exhausted max_deliveries"
+        "corec_dead_letters",
+        min_length=1,
+        description="stream of commands that exhausted max_deliveries",
     )
     group: str = Field("corec", min_length=1, description="consumer group name")
     consumer: str | None = Field(None, description="consumer name; default host-pid")
@@ -295,8 +301,108 @@ def kernel_keys_table() -> str:
     return "\n".join(rows)
 
 
+# --------------------------------------------------------------------------- CoreC and codex
+
+#: Keys of a CoreC plugin's config section (PLUGINS_GUIDE.md's ``PluginConfig``, the keys of
+#: codex's ``config.json`` section ``codex``) and the corec-kit key each one sets.
+COREC_KEY_MAP: dict[str, tuple[str, str]] = {
+    "stream_in": ("kernel", "stream_in"),
+    "stream_out": ("kernel", "stream_out"),
+    "metrics_port": ("kernel", "metrics_port"),
+    "circuit_breaker": ("kernel", "circuit_breaker"),
+    "templates_dir": ("generator", "templates_dir"),
+    "output_plugins": ("generator", "output_plugins"),
+    "output_websites": ("generator", "output_websites"),
+    "exclude_patterns": ("generator", "exclude_patterns"),
+}
+#: CoreC's own keys of a plugin's section (``config/corec_config.json``): recognised, ignored.
+COREC_IGNORED_KEYS = frozenset({"enabled", "path", "bloque"})
+#: The section codex's ``config.json`` nests its settings in.
+CODEX_SECTION = "codex"
+
+
+def from_corec_section(
+    section: Mapping[str, Any], *, keep: Iterable[str] = (), where: str = ""
+) -> tuple[dict[str, Any], list[str]]:
+    """Map a CoreC plugin's config section onto corec-kit sections.
+
+    ``section`` is the guide's flat ``PluginConfig`` (``stream_in``, ``stream_out``,
+    ``metrics_port``, ``circuit_breaker``, ``templates_dir``, ``output_plugins``,
+    ``output_websites``, ``exclude_patterns``), codex's ``{"codex": {...those keys...}}``, or
+    both (the ``codex`` keys win). Returns ``(overrides, warnings)``: ``overrides`` is
+    ``{"kernel": {...}, "generator": {...}}`` (only the sections that got a key), to merge
+    like a config file's sections; ``warnings`` names each key that means nothing here, as
+    ``<where><key>: ...``. CoreC's own keys (``enabled``, ``path``, ``bloque``) are ignored
+    without a warning, and so are the top-level keys listed in ``keep`` (those the caller
+    handles itself, e.g. the CoreC adapter's ``config_file`` and ``kernel``). Values are not
+    validated here: the kernel and the processors validate them as any config value.
+    """
+    overrides: dict[str, Any] = {}
+    warnings: list[str] = []
+    skip = set(keep)
+
+    def walk(mapping: Mapping[str, Any], prefix: str) -> None:
+        for key, value in mapping.items():
+            if key in COREC_KEY_MAP:
+                name, field = COREC_KEY_MAP[key]
+                target = overrides.setdefault(name, {})
+                target[field] = _merge({}, value) if isinstance(value, Mapping) else value
+            elif key in COREC_IGNORED_KEYS or (not prefix and key in skip):
+                continue
+            elif key == CODEX_SECTION and not prefix:
+                continue  # walked last, so its keys win
+            else:
+                warnings.append(
+                    f"{where}{prefix}{key}: not a key of a CoreC plugin section or of codex's "
+                    f"config ({', '.join(sorted(COREC_KEY_MAP))}); ignored"
+                )
+
+    walk(section, "")
+    codex = section.get(CODEX_SECTION)
+    if codex is not None and CODEX_SECTION not in skip:
+        if isinstance(codex, Mapping):
+            walk(codex, f"{CODEX_SECTION}.")
+        else:
+            warnings.append(f"{where}{CODEX_SECTION}: must be an object of codex settings; ignored")
+    return overrides, warnings
+
+
+def is_corec_file(data: Mapping[str, Any]) -> bool:
+    """Is this config file codex's / a CoreC plugin's ``config.json`` (a top-level ``codex``
+    section, or ``PluginConfig`` keys at the top level) rather than a corec-kit file?"""
+    return CODEX_SECTION in data or any(key in COREC_KEY_MAP for key in data)
+
+
+def _from_corec_file(data: dict[str, Any]) -> tuple[dict[str, Any], list[str]]:
+    """A codex-style file as corec-kit sections; the file's own ``kernel``, ``generator``...
+    sections win over what the mapping sets. Its other top-level objects are sections as in
+    any file; its other top-level values (not objects, so no section) are warnings."""
+    if not is_corec_file(data):
+        return data, []
+    corec = {
+        key: value
+        for key, value in data.items()
+        if key in COREC_KEY_MAP
+        or key in COREC_IGNORED_KEYS
+        or key == CODEX_SECTION
+        or not isinstance(value, Mapping)
+    }
+    rest = {key: value for key, value in data.items() if key not in corec}
+    overrides, warnings = from_corec_section(corec)
+    return _merge(overrides, rest), warnings
+
+
+def _strict_env() -> bool:
+    value = os.environ.get("COREC_STRICT_PROCESSORS", "").strip().lower()
+    return value in {"1", "true", "yes", "on"}
+
+
 class Settings:
-    """The loaded configuration: the kernel section plus each processor's validated section."""
+    """The loaded configuration: the kernel section plus each processor's validated section.
+
+    ``warnings`` lists keys of a CoreC/codex-style file that mean nothing here (see
+    :func:`from_corec_section`); with ``strict_processors`` they are ``problems`` instead.
+    """
 
     def __init__(
         self,
@@ -309,6 +415,7 @@ class Settings:
         self.processors: dict[str, BaseModel | None] = {}
         self.source = source
         self.problems: list[str] = []
+        self.warnings: list[str] = []
 
     def validate_processors(self, models: Mapping[str, type[BaseModel] | None]) -> list[str]:
         """Validate each processor's section; returns problems as ``section.key: message``."""
@@ -436,6 +543,7 @@ def load_settings(
     """
     source = find_config(path)
     data: dict[str, Any] = read_file(source) if source else {}
+    data, warnings = _from_corec_file(data)
     _merge(data, env_overrides(os.environ if environ is None else environ))
     if overrides:
         _merge(data, overrides)
@@ -451,8 +559,14 @@ def load_settings(
         # and every problem is reported at once.
         bad = {err["loc"][0] for err in exc.errors() if err["loc"]}
         kernel = KernelConfig.model_validate({k: v for k, v in kernel_raw.items() if k not in bad})
+    if warnings and (kernel.strict_processors or _strict_env()):
+        problems += warnings
+        warnings = []
+    for warning in warnings:
+        log.warning("config %s: %s", source, warning)
     settings = Settings(kernel, data, source)
     settings.problems = problems
+    settings.warnings = warnings
     return settings
 
 

@@ -93,25 +93,27 @@ _LONG_DIGITS = re.compile(rb"[0-9]{19,}")
 def parse_fields(fields: dict[Any, Any], max_bytes: int | None = None) -> dict[str, Any]:
     """Turn a stream entry's fields into a command dict ``{action, params, id?, reply_to?, meta?}``.
 
-    Both forms give ``params`` as a dict. Raises :class:`InvalidCommand` with a reason, also for
-    content that could not be written back as given (see :func:`check_content`); flat-form
-    ``params`` text that is not a JSON object raises :class:`InvalidParams`.
+    Three forms (docs/protocol.md): ``payload`` (JSON of the envelope), CoreC's flat fields
+    (``action``, ``params`` as JSON text, ...) and codex's ``data`` (JSON of the envelope, as
+    codex's CLI sends it; read when the entry has neither ``payload`` nor ``action``). All give
+    ``params`` as a dict; a command that came as ``data`` also carries the internal key
+    ``"wire": "codex"`` (its reply gets codex's ``data`` field; producers cannot send that key).
+    Raises :class:`InvalidCommand` with a reason, also for content that could not be written
+    back as given (see :func:`check_content`); flat-form ``params`` text that is not a JSON
+    object raises :class:`InvalidParams`.
     """
     payload = fields.get(b"payload", fields.get("payload"))
     if payload is not None:
-        if max_bytes is not None and len(payload) > max_bytes:
-            raise InvalidCommand(
-                f"payload is {len(payload)} bytes, over max_payload_bytes={max_bytes}",
-                details={"size": len(payload), "max_payload_bytes": max_bytes},
-            )
-        data = _load(payload, "payload", InvalidCommand, 0)
-        if not isinstance(data, dict):
-            raise InvalidCommand("payload must be a JSON object with an `action` key")
-        return check_shape(data)
+        return _parse_json_field(payload, "payload", max_bytes)
     action = fields.get(b"action", fields.get("action"))
     if action is None:
+        codex = fields.get(b"data", fields.get("data"))
+        if codex is not None:
+            command = _parse_json_field(codex, "data", max_bytes)
+            command["wire"] = "codex"
+            return command
         raise InvalidCommand(
-            "entry has neither a `payload` field nor an `action` field",
+            "entry has neither a `payload` field nor an `action` field (nor codex's `data`)",
             details={"fields": sorted(as_text(k) for k in fields)[:20]},
         )
     params = fields.get(b"params", fields.get("params"))
@@ -122,7 +124,7 @@ def parse_fields(fields: dict[Any, Any], max_bytes: int | None = None) -> dict[s
                 f"entry is {size} bytes, over max_payload_bytes={max_bytes}",
                 details={"size": size, "max_payload_bytes": max_bytes},
             )
-    data = {"action": as_text(action, "action")}
+    data: dict[str, Any] = {"action": as_text(action, "action")}
     for key in ("id", "reply_to"):
         value = fields.get(key.encode(), fields.get(key))
         if value is not None:
@@ -141,6 +143,19 @@ def parse_fields(fields: dict[Any, Any], max_bytes: int | None = None) -> dict[s
             exc.command = {**data, "params": {}}
             raise
     return data
+
+
+def _parse_json_field(raw: Any, what: str, max_bytes: int | None) -> dict[str, Any]:
+    """The ``payload`` or ``data`` field: JSON text of the whole envelope."""
+    if max_bytes is not None and len(raw) > max_bytes:
+        raise InvalidCommand(
+            f"{what} is {len(raw)} bytes, over max_payload_bytes={max_bytes}",
+            details={"size": len(raw), "max_payload_bytes": max_bytes},
+        )
+    data = _load(raw, what, InvalidCommand, 0)
+    if not isinstance(data, dict):
+        raise InvalidCommand(f"{what} must be a JSON object with an `action` key")
+    return check_shape(data)
 
 
 def _load(raw: str | bytes, what: str, error: type[CorecError], depth: int) -> Any:
@@ -292,3 +307,58 @@ def result_fields(result: dict[str, Any]) -> dict[str | bytes, str | bytes]:
     """The same fields as a mapping (for redis-py's ``xadd``)."""
     args = result_args(result)
     return dict(zip(args[::2], args[1::2], strict=True))
+
+
+# --------------------------------------------------------------------------- codex replies
+
+#: Keys of codex's own responses copied from a result object when it has them
+#: (``plugins/codex/processors/generator.py`` answers ``{"status", "type", "path"}``,
+#: ``manager.py``'s ``revise`` ``{"status", "message", "path"}``), with the kit's names for them.
+CODEX_RESULT_KEYS: tuple[tuple[str, tuple[str, ...]], ...] = (
+    ("path", ("path", "project_dir")),
+    ("type", ("type",)),
+)
+#: codex's ``type`` of a successful action's response, when the result has no ``type`` itself.
+CODEX_TYPES = {"generate_plugin": "plugin", "generate_website": "website"}
+
+
+def codex_response(envelope: dict[str, Any]) -> dict[str, Any]:
+    """The ``data`` field of a reply to a command that came in codex's ``data`` form.
+
+    Codex's response keys (``status``, ``message``; ``details`` of a failure; ``path`` and
+    ``type`` when the result has them, ``type`` also from :data:`CODEX_TYPES`), plus the kit's
+    ``id``, ``action``, ``result`` and ``error``. ``message`` is the result's own ``message``
+    text when it has one, else ``"ok"``; for a failure, the error's message.
+    """
+    result = envelope.get("result")
+    error = envelope.get("error")
+    status = envelope["status"]
+    if status == "ok":
+        own = result.get("message") if isinstance(result, dict) else None
+        message = own if isinstance(own, str) else "ok"
+    else:
+        message = str(error.get("message", "error")) if isinstance(error, dict) else "error"
+    out: dict[str, Any] = {
+        "status": status,
+        "message": message,
+        "id": envelope["id"],
+        "action": envelope["action"],
+        "result": result,
+        "error": error,
+    }
+    if isinstance(error, dict) and error.get("details") is not None:
+        out["details"] = error["details"]
+    if isinstance(result, dict):
+        for key, names in CODEX_RESULT_KEYS:
+            for name in names:
+                if name in result:
+                    out[key] = result[name]
+                    break
+    if status == "ok" and "type" not in out and envelope["action"] in CODEX_TYPES:
+        out["type"] = CODEX_TYPES[envelope["action"]]
+    return out
+
+
+def codex_data(envelope: dict[str, Any]) -> bytes:
+    """:func:`codex_response` as JSON bytes (the reply's ``data`` field)."""
+    return dumps(codex_response(envelope))

@@ -73,6 +73,11 @@ def run(
 @with_params
 @click.option("--reply-to", help="Stream for the result (default: kernel.stream_out).")
 @click.option("--flat", is_flag=True, help="Send CoreC's flat fields instead of one payload field.")
+@click.option(
+    "--codex",
+    is_flag=True,
+    help="Send codex's form: one `data` field (the reply then carries codex's `data` too).",
+)
 @click.option("--wait", is_flag=True, help="Wait for the result and print it.")
 @click.option("--timeout", default=30.0, show_default=True, help="Seconds --wait waits.")
 def send(
@@ -82,6 +87,7 @@ def send(
     command_id: str | None,
     reply_to: str | None,
     flat: bool,
+    codex: bool,
     wait: bool,
     timeout: float,
 ) -> None:
@@ -94,6 +100,8 @@ def send(
     from ..errors import EXIT_HANDLER_ERROR
     from .ops import send_command
 
+    if flat and codex:
+        raise click.UsageError("--flat and --codex are two different forms; pick one")
     params = parse_params(pairs, params_json)
     kernel = get_state().kernel()
     outcome = _asyncio_run(
@@ -104,6 +112,7 @@ def send(
             command_id=command_id,
             reply_to=reply_to,
             flat=flat,
+            codex=codex,
             wait=timeout if wait else None,
         )
     )

@@ -33,9 +33,17 @@ async def send_command(
     command_id: str | None = None,
     reply_to: str | None = None,
     flat: bool = False,
+    codex: bool = False,
     wait: float | None = None,
 ) -> dict[str, Any]:
-    """XADD one command; with ``wait`` (seconds) also read its result from the reply stream."""
+    """XADD one command; with ``wait`` (seconds) also read its result from the reply stream.
+
+    The form (docs/protocol.md): one ``payload`` field (default), CoreC's flat fields
+    (``flat``), or codex's one ``data`` field (``codex``; with the ``id`` codex's own CLI
+    leaves out, so the result can be found).
+    """
+    if flat and codex:
+        raise ValueError("send_command: flat and codex are two different forms; pick one")
     cfg = kernel.settings.kernel
     key = command_id or uuid.uuid4().hex
     reply = reply_to or cfg.stream_out
@@ -48,7 +56,7 @@ async def send_command(
         body: dict[str, Any] = {"action": action, "params": params, "id": key}
         if reply_to:
             body["reply_to"] = reply_to
-        fields = {"payload": orjson.dumps(body)}
+        fields = {"data" if codex else "payload": orjson.dumps(body)}
     handle = RedisHandle(cfg)
     try:
         redis = await handle.connect()

@@ -39,7 +39,7 @@ from redis.exceptions import ResponseError
 from redis.exceptions import TimeoutError as RedisTimeoutError
 
 from ..envelopes import as_text as _s
-from ..envelopes import dumps, parse_fields
+from ..envelopes import codex_data, dumps, parse_fields
 from ..errors import (
     CorecError,
     DatabaseUnavailable,
@@ -128,6 +128,7 @@ class Entry:
     command: dict[str, Any] | None = None  # parsed once, when taken
     key: str = ""  # the command key: the envelope's ``id``, else the entry id
     payload: bytes = b""  # the result envelope as JSON, encoded when answered
+    data: bytes | None = None  # codex's response JSON: only for commands sent as `data`
     record: bool = True  # False: answered from an existing record, nothing to write
 
 
@@ -658,12 +659,18 @@ class Worker:
         self._finish(entry)
 
     def _set_answer(self, entry: Entry, envelope: dict[str, Any], *, dead: bool = False) -> None:
-        """Encode the result once, here: what cannot be encoded is confined to this entry."""
+        """Encode the result once, here: what cannot be encoded is confined to this entry.
+
+        A command that came in codex's ``data`` form also gets codex's response as ``data``.
+        """
+        codex = _codex(entry)
         try:
             entry.payload = dumps(envelope)
+            entry.data = codex_data(envelope) if codex else None
         except (TypeError, ValueError) as exc:  # orjson.JSONEncodeError is a TypeError
             envelope = _unencodable(envelope, exc)
             entry.payload = dumps(envelope)
+            entry.data = codex_data(envelope) if codex else None
         entry.envelope = envelope
         entry.ack = True
         entry.dead = dead
@@ -837,13 +844,14 @@ class Worker:
                 )
                 owners.append(None)
                 self.metrics.dead_letter(env["action"])
-            commands.append(
-                (
-                    "XADD", entry.reply_to or default_reply, *trim, "*",
-                    "id", env["id"], "action", env["action"], "status", env["status"],
-                    "payload", entry.payload,
-                )
+            xadd: tuple[Any, ...] = (
+                "XADD", entry.reply_to or default_reply, *trim, "*",
+                "id", env["id"], "action", env["action"], "status", env["status"],
+                "payload", entry.payload,
             )  # fmt: skip
+            if entry.data is not None:
+                xadd += ("data", entry.data)
+            commands.append(xadd)
             owners.append(entry)
         commands.append(("XACK", self.stream, self.group, *[e.entry_id for e in acked]))
         commands.append(("EXEC",))
@@ -1177,6 +1185,17 @@ class Worker:
             else:
                 await self.redis.xgroup_delconsumer(self.stream, self.group, self.consumer)
             await self.trim_input()
+
+
+def _codex(entry: Entry) -> bool:
+    """Did this entry's command come in codex's ``data`` form? (Also for one that did not parse.)"""
+    command = entry.command
+    if command is not None:
+        return command.get("wire") == "codex"
+    fields = entry.fields
+    return (b"data" in fields or "data" in fields) and not any(
+        key in fields for key in (b"payload", "payload", b"action", "action")
+    )
 
 
 def _unencodable(envelope: dict[str, Any], exc: Exception) -> dict[str, Any]:

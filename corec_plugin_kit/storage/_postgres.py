@@ -192,14 +192,18 @@ class PostgresStore(RecordStore):
     :param write_method: one of :data:`WRITE_METHODS`.
     :param connect_timeout: seconds to wait for a connection before calling the DB down.
     :param command_timeout: seconds one statement may take before calling the DB down.
+    :param pool: an existing asyncpg pool to use instead of opening one (``url`` may then be
+        ``None``), e.g. CoreC's ``nucleus.db_pool``. The store does not own it: :meth:`close`
+        leaves it open for its owner. ``server_settings``, sizes and timeouts then do not apply.
     """
 
     backend = "postgresql"
 
     def __init__(
         self,
-        url: str,
+        url: str | None = None,
         *,
+        pool: Any = None,
         server_settings: dict[str, str] | None = None,
         min_size: int = 1,
         max_size: int = 4,
@@ -209,8 +213,10 @@ class PostgresStore(RecordStore):
     ) -> None:
         if write_method not in WRITE_METHODS:
             raise ValueError(f"write_method must be one of {WRITE_METHODS}")
-        self.url = url
-        self.url_display = display_url(url)
+        if url is None and pool is None:
+            raise ValueError("PostgresStore needs a url or an existing pool")
+        self.url = url or ""
+        self.url_display = display_url(url) if url else "the given asyncpg pool"
         self.server_settings = dict(server_settings or {})
         self.min_size = min_size
         self.max_size = max_size
@@ -218,7 +224,8 @@ class PostgresStore(RecordStore):
         self.connect_timeout = connect_timeout
         self.command_timeout = command_timeout
         self.migrations = MIGRATIONS
-        self._pool: Any = None
+        self._pool: Any = pool
+        self.owns_pool = pool is None
         self._pool_lock = asyncio.Lock()
         self._migrated = False
 
@@ -327,6 +334,8 @@ class PostgresStore(RecordStore):
             raise
 
     async def close(self) -> None:
+        if not self.owns_pool:
+            return  # someone else's pool: it stays open (and usable by this store) for them
         pool, self._pool = self._pool, None
         if pool is not None:
             try:

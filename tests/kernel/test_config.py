@@ -43,7 +43,7 @@ def test_defaults_without_any_file() -> None:
     settings = load_settings()
     assert settings.source is None
     assert settings.kernel == KernelConfig()
-    assert settings.kernel.stream_in == "corec:commands"
+    assert settings.kernel.stream_in == "corec_commands"
     assert settings.kernel.metrics_port == 8000
     assert settings.kernel.state_dir == Path(".corec")
     assert settings.kernel.circuit_breaker.max_failures == 5

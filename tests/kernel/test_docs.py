@@ -150,6 +150,7 @@ def test_every_builtin_command_is_documented() -> None:
         "run",
         "send",
         "history",
+        "corec",
     ],
 )
 def test_help_text_matches_cli_md(name: str, corec_cli: Any) -> None:

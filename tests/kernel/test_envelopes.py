@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 from typing import Any
 
 import orjson
@@ -15,6 +16,8 @@ from corec_plugin_kit.envelopes import (
     Command,
     Result,
     check_shape,
+    codex_data,
+    codex_response,
     dumps,
     parse_fields,
     result_fields,
@@ -241,3 +244,151 @@ def test_dumps_understands_models_and_sets() -> None:
     }
     with pytest.raises(TypeError, match="not JSON serializ"):
         dumps({"x": object()})
+
+
+# --------------------------------------------------------------------------- codex's data form
+# Re-enacts plugins/codex/cli.py `send`: `r.xadd("corec_commands", {"data": json.dumps(cmd)})`
+# with cmd = {"action": ..., "params": {...}}, and processors/manager.py `run_loop`, which reads
+# `fields.get("data")` (a decode_responses client: str keys and values).
+
+
+def test_data_form_reads_like_payload_and_is_marked_codex() -> None:
+    cmd = {"action": "generate_plugin", "params": {"plugin_name": "demo"}}
+    want = {**cmd, "wire": "codex"}
+    assert parse_fields({"data": json.dumps(cmd)}) == want  # str fields (codex's client)
+    assert parse_fields({b"data": json.dumps(cmd).encode()}) == want  # bytes (the worker's)
+    body = {"action": "greet", "params": {"name": "x"}, "id": "k", "reply_to": "r", "meta": {}}
+    assert parse_fields({b"data": orjson.dumps(body)}) == {**body, "wire": "codex"}
+    assert parse_fields({b"data": b'{"action": "ping"}'}) == {
+        "action": "ping",
+        "params": {},
+        "wire": "codex",
+    }
+
+
+def test_payload_and_flat_forms_are_not_marked() -> None:
+    body = {"action": "ping", "params": {}}
+    assert "wire" not in parse_fields({b"payload": orjson.dumps(body)})
+    assert "wire" not in parse_fields({b"action": b"ping", b"params": b"{}"})
+    # A `payload` or `action` field decides the form; a `data` beside them is just a field.
+    assert "wire" not in parse_fields({b"payload": orjson.dumps(body), b"data": b"x"})
+    flat = parse_fields({b"action": b"ping", b"data": b"not json"})
+    assert flat == {"action": "ping", "params": {}}
+
+
+@pytest.mark.parametrize(
+    ("raw", "match"),
+    [
+        (b"{not json", "data is not JSON"),
+        (b"[1, 2]", "data must be a JSON object"),
+        (b'{"params": {}}', "`action` must be a non-empty string"),
+        (b'{"action": "x", "params": [1]}', "`params` must be a JSON object"),
+        (b'{"action": "x", "id": ""}', "`id` must be a non-empty string"),
+        (b'{"action": "x", "meta": 1}', "`meta` must be a JSON object"),
+        (b'{"action": "x\\u0000"}', "NUL"),
+        (b'{"action": "x", "params": {"n": 1e999}}', "not JSON|not finite"),
+        (b'{"action": "x", "params": {"n": 99999999999999999999999}}', "64-bit range"),
+        (b'{"action": "x", "params": ' + b"[" * 120 + b"]" * 120 + b"}", "deeper than|not JSON"),
+        (b'{"action": "x", "stuff": 1}', "unknown envelope keys: stuff"),
+        # A producer cannot set the internal key itself, in any form.
+        (b'{"action": "x", "wire": "codex"}', "unknown envelope keys: wire"),
+        (b"\xff", "not JSON"),
+    ],
+)
+def test_data_form_gets_the_payload_checks(raw: bytes, match: str) -> None:
+    with pytest.raises(InvalidCommand, match=match):
+        parse_fields({b"data": raw})
+
+
+def test_producer_sent_wire_is_refused_in_the_payload_form_too() -> None:
+    with pytest.raises(InvalidCommand, match="unknown envelope keys: wire"):
+        parse_fields({b"payload": b'{"action": "x", "wire": "codex"}'})
+    with pytest.raises(InvalidCommand, match="unknown envelope keys: wire"):
+        check_shape({"action": "x", "wire": "kit"})
+
+
+def test_data_form_size_limit() -> None:
+    raw = orjson.dumps({"action": "x", "params": {"s": "a" * 200}})
+    with pytest.raises(InvalidCommand, match=r"data is \d+ bytes, over max_payload_bytes=100"):
+        parse_fields({b"data": raw}, max_bytes=100)
+    assert parse_fields({b"data": raw}, max_bytes=len(raw))["wire"] == "codex"
+
+
+def test_entry_without_any_form_names_all_three() -> None:
+    with pytest.raises(InvalidCommand, match="codex's `data`"):
+        parse_fields({b"other": b"x"})
+
+
+def _envelope(**over: Any) -> dict[str, Any]:
+    env = {
+        "id": "1-0",
+        "action": "generate_plugin",
+        "status": "ok",
+        "result": {"project_dir": "plugins/demo", "files": []},
+        "error": None,
+        "processor": "generator",
+        "attempt": 1,
+        "duration_ms": 1.0,
+        "entry_id": "1-0",
+    }
+    env.update(over)
+    return env
+
+
+def test_codex_response_of_a_success() -> None:
+    # codex's generator answered {"status": "ok", "type": "plugin", "path": dest}.
+    out = codex_response(_envelope())
+    assert out == {
+        "status": "ok",
+        "message": "ok",
+        "id": "1-0",
+        "action": "generate_plugin",
+        "result": {"project_dir": "plugins/demo", "files": []},
+        "error": None,
+        "path": "plugins/demo",
+        "type": "plugin",
+    }
+    site = codex_response(_envelope(action="generate_website"))
+    assert site["type"] == "website" and site["path"] == "plugins/demo"
+    # The result's own message, path and type win (codex's revise: "Archivo revisado", path).
+    revised = codex_response(
+        _envelope(
+            action="revise",
+            result={"message": "Archivo revisado", "path": "a.py", "project_dir": "x", "type": "t"},
+        )
+    )
+    assert (revised["message"], revised["path"], revised["type"]) == (
+        "Archivo revisado",
+        "a.py",
+        "t",
+    )
+    # Results that are not objects, or whose message is not text, say "ok".
+    assert codex_response(_envelope(action="ping", result=[1]))["message"] == "ok"
+    other = codex_response(_envelope(action="ping", result={"message": 3}))
+    assert other["message"] == "ok" and "path" not in other and "type" not in other
+
+
+def test_codex_response_of_a_failure() -> None:
+    # codex's manager answered {"status": "error", "message": str(e)} (and "details" for a
+    # payload that failed validation).
+    error = {"type": "invalid_params", "message": "bad params", "details": [{"loc": "x"}]}
+    out = codex_response(_envelope(status="error", result=None, error=error))
+    assert out == {
+        "status": "error",
+        "message": "bad params",
+        "id": "1-0",
+        "action": "generate_plugin",
+        "result": None,
+        "error": error,
+        "details": [{"loc": "x"}],
+    }
+    plain = {"type": "handler_error", "message": "boom", "details": None}
+    assert "details" not in codex_response(_envelope(status="error", result=None, error=plain))
+    assert orjson.loads(codex_data(_envelope(status="error", result=None, error=plain))) == {
+        "status": "error",
+        "message": "boom",
+        "id": "1-0",
+        "action": "generate_plugin",
+        "result": None,
+        "error": plain,
+    }

@@ -55,11 +55,11 @@ def test_send_then_run_on_the_embedded_default_and_nothing_is_left_running(
     try:  # the results survived two server restarts (append-only file)
         got = {
             orjson.loads(f[b"payload"])["id"]: orjson.loads(f[b"payload"])
-            for _e, f in client.xrange("corec:results")
+            for _e, f in client.xrange("corec_responses")
         }
         assert got["one"]["status"] == "ok" and got["two"]["result"]["pong"] is True
         assert got["3"]["error"]["type"] == "unknown_action"
-        assert client.xlen("corec:dead") == 1
+        assert client.xlen("corec_dead_letters") == 1
     finally:
         client.close()
         server.stop()
@@ -77,7 +77,7 @@ def test_a_running_server_is_reused_and_left_to_its_starter(tmp_path: Path) -> N
         again = EmbeddedValkey(tmp_path / ".corec")
         assert again.ensure() == server.url and not again.owned
         client = syncredis.Redis.from_url(server.url)
-        assert client.xlen("corec:commands") == 1
+        assert client.xlen("corec_commands") == 1
         client.close()
     finally:
         server.stop()

@@ -7,6 +7,11 @@ Where files may go depends on who asks (docs/generator.md):
 * the **CLI** (``corec-kit generator plugin NAME --output DIR``) writes below any folder the user
   names, because the user typing it is the one who owns that folder.
 
+``generate_plugin`` writes one of two kinds of plugin: ``processor`` (a pip-installable package
+for this kit) or ``corec`` (a folder in the layout of CoreC's plugin guide, ``plugins/<name>/``
+with ``main.py`` and its ``inicializar``). Without ``kind``, a command's wire decides: commands
+that came over CoreC codex's wire get ``corec``, the kit's own get ``processor``.
+
 Both go through the same validation (every problem reported at once) and the same sandboxed
 writer in :mod:`corec_generator.paths`.
 """
@@ -44,6 +49,12 @@ if TYPE_CHECKING:
     from .engine import Job
 
 TEMPLATE_DIRS = {"plugin": "plugin", "react": "react_app", "fastapi": "fastapi_app"}
+#: generate_plugin's ``kind`` -> its template set.
+PLUGIN_KINDS = {"processor": "plugin", "corec": "corec_plugin"}
+#: Answers that only the processor kind uses (left out of a corec plugin's answers file).
+PROCESSOR_ONLY = ("with_cli", "with_config", "license")
+#: Modules of CoreC's own ``plugins`` package: a plugin folder of that name would shadow them.
+COREC_PLUGINS_MODULES = frozenset({"registry"})
 _TEXT = re.compile(r"[^\x00-\x1f\x7f]*")
 
 
@@ -103,7 +114,15 @@ class GeneratePluginParams(BaseModel):
 
     model_config = ConfigDict(extra="forbid")
 
-    plugin_name: str = Field(min_length=1, max_length=64, description="processor name")
+    # kind comes first: plugin_name's validator checks a corec plugin's name against it.
+    kind: Literal["processor", "corec"] | None = Field(
+        None,
+        description="processor (a kit package) or corec (a CoreC plugins/<name>/ folder); "
+        "none: corec for commands over codex's wire, else processor",
+    )
+    plugin_name: str = Field(
+        min_length=1, max_length=64, description="processor or CoreC plugin name"
+    )
     description: str | None = Field(None, max_length=200)
     author: str | None = Field(None, max_length=100)
     output: str | None = Field(None, description="folder below generator.output_plugins")
@@ -117,9 +136,16 @@ class GeneratePluginParams(BaseModel):
     )
 
     _one_line = field_validator("description", "author")(_one_line)
-    _name = field_validator("plugin_name")(_valid_name)
     _output = field_validator("output")(_valid_output)
     _globs = field_validator("skip_if_exists")(_valid_globs)
+
+    @field_validator("plugin_name")
+    @classmethod
+    def _plugin_name(cls, value: str, info: ValidationInfo) -> str:
+        _valid_name(value, info)
+        if info.data.get("kind") == "corec":
+            _refuse(_corec_name_problems(value))
+        return value
 
 
 class GenerateWebsiteParams(BaseModel):
@@ -175,37 +201,83 @@ def _meta() -> dict[str, Any]:
     return {"_kit_version": kit_version, "_generator_version": __version__}
 
 
+def plugin_kind(params: GeneratePluginParams, wire: str | None = None) -> str:
+    """The kind to generate: the ``kind`` param, else by wire (``codex`` -> ``corec``)."""
+    if params.kind is not None:
+        return params.kind
+    return "corec" if wire == "codex" else "processor"
+
+
+def _corec_name_problems(value: str) -> list[dict[str, str]]:
+    # CoreC imports plugins.<name>.main and keys nucleus.plugins by that name: the folder name
+    # must already be the package name (names are validated, never transformed).
+    package = snake(value)
+    if value != package:
+        return [
+            {
+                "loc": "plugin_name",
+                "msg": f"a CoreC plugin is imported as plugins.<name>.main: name it {package!r}",
+                "type": "name_corec",
+            }
+        ]
+    if package in COREC_PLUGINS_MODULES:
+        return [
+            {
+                "loc": "plugin_name",
+                "msg": f"{package!r} would shadow CoreC's plugins.{package}; pick another name",
+                "type": "name_taken",
+            }
+        ]
+    return []
+
+
 def plugin_job(
     params: GeneratePluginParams,
     config: GeneratorConfig,
     root: Path,
     output: list[str],
     problems: list[dict[str, str]] | None = None,
+    *,
+    wire: str | None = None,
 ) -> Job:
-    """Validate (all problems at once, with ``problems`` found earlier) and build the job."""
+    """Validate (all problems at once, with ``problems`` found earlier) and build the job.
+
+    ``wire`` is how the command arrived (``ctx.wire``); it picks the kind when ``kind`` is
+    not given.
+    """
     from .engine import Job, template_set
 
-    problems = [*(problems or []), *check_name(params.plugin_name, "plugin_name")]
+    kind = plugin_kind(params, wire)
+    name_problems = check_name(params.plugin_name, "plugin_name")
+    if kind == "corec" and not name_problems:
+        name_problems = _corec_name_problems(params.plugin_name)
+    problems = [*(problems or []), *name_problems]
     for pattern in params.skip_if_exists:
         problems += _glob_problems(pattern, "skip_if_exists")
     _raise(problems, "generate_plugin")
     name = snake(params.plugin_name)
-    answers = _answers(params)
+    class_name = pascal(name)
+    answers = {**_answers(params), "kind": kind}
+    if kind == "corec":
+        for key in PROCESSOR_ONLY:
+            answers.pop(key, None)
     context = {
         **answers,
-        "description": params.description or f"A CoreC processor: {name}.",
+        "description": params.description
+        or (f"A CoreC plugin: {name}." if kind == "corec" else f"A CoreC processor: {name}."),
         "author": params.author or "CoreC developers",
         "name": name,
         "package": name,
         "dist_name": slug(name) if name.startswith("corec_") else f"corec-{slug(name)}",
-        "class_name": pascal(name),
+        "class_name": class_name,
+        "plugin_class": class_name if class_name.endswith("Plugin") else f"{class_name}Plugin",
         "action": f"{name}.hello",
         "has_license": params.license != "none",
         "kit_version": kit_version,
         "generator_version": __version__,
     }
     return Job(
-        tset=template_set(TEMPLATE_DIRS["plugin"], config.templates_dir),
+        tset=template_set(PLUGIN_KINDS[kind], config.templates_dir),
         context=context,
         answers=answers,
         root=root,
@@ -269,12 +341,16 @@ def _glob_problems(pattern: str, loc: str) -> list[dict[str, str]]:
 
 
 def generate_plugin(params: GeneratePluginParams, ctx: CommandContext) -> dict[str, Any]:
-    """Write a new processor package from the plugin template (below output_plugins)."""
+    """Write a processor package or a CoreC plugin folder (below output_plugins).
+
+    Without ``kind``, the command's wire decides: ``corec`` over codex's, else ``processor``.
+    """
     from .engine import generate
 
     config = _config(ctx.config)
     output, problems = check_relative(params.output)
-    return generate(plugin_job(params, config, config.output_plugins, output, problems))
+    wire = getattr(ctx, "wire", "kit")
+    return generate(plugin_job(params, config, config.output_plugins, output, problems, wire=wire))
 
 
 def generate_website(params: GenerateWebsiteParams, ctx: CommandContext) -> dict[str, Any]:
@@ -299,7 +375,7 @@ def corec_register_actions(register: Any) -> None:
         generate_plugin,
         GeneratePluginParams,
         blocking=True,
-        description="Write a new processor package from the plugin template",
+        description="Write a processor package or a CoreC plugin folder (kind)",
     )
     register(
         "generate_website",
@@ -313,8 +389,9 @@ def corec_register_actions(register: Any) -> None:
 # --------------------------------------------------------------------------- CLI
 
 
-def load_answers(path: str, template: str) -> dict[str, Any]:
-    """Answers from an answers file written by an earlier run, checked against ``template``."""
+def load_answers(path: str, template: str | tuple[str, ...]) -> dict[str, Any]:
+    """Answers from an answers file written by an earlier run, checked against ``template``
+    (one template set's name, or a tuple of the names accepted)."""
     from corec_plugin_kit.errors import InvalidCommand
 
     try:
@@ -324,10 +401,14 @@ def load_answers(path: str, template: str) -> dict[str, Any]:
     answers = doc.get("answers") if isinstance(doc, dict) else None
     if not isinstance(answers, dict):
         raise InvalidCommand(f"{path} is not an answers file (no 'answers' object)")
-    if doc.get("_template") != template:
+    accepted = (template,) if isinstance(template, str) else template
+    if doc.get("_template") not in accepted:
+        wanted = " or ".join(repr(name) for name in accepted)
         raise InvalidCommand(
-            f"{path} holds answers for template {doc.get('_template')!r}, not {template!r}"
+            f"{path} holds answers for template {doc.get('_template')!r}, not {wanted}"
         )
+    if doc.get("_template") == PLUGIN_KINDS["corec"]:
+        answers.setdefault("kind", "corec")
     return answers
 
 
@@ -390,7 +471,9 @@ def corec_cli(group: click.Group) -> None:
             func = option(func)
         return func
 
-    def merged(answers_file: str | None, template: str, given: dict[str, Any]) -> dict[str, Any]:
+    def merged(
+        answers_file: str | None, template: str | tuple[str, ...], given: dict[str, Any]
+    ) -> dict[str, Any]:
         data = load_answers(answers_file, template) if answers_file else {}
         data.update({k: v for k, v in given.items() if v is not None})
         return data
@@ -398,6 +481,13 @@ def corec_cli(group: click.Group) -> None:
     @group.command("plugin")
     @click.argument("name", required=False)
     @with_common
+    @click.option(
+        "--kind",
+        type=click.Choice(sorted(PLUGIN_KINDS)),
+        default=None,
+        help="processor: a kit package; corec: a CoreC plugins/<name>/ folder. "
+        "[default: processor]",
+    )
     @click.option("--with-cli/--without-cli", default=None, help="Add a CLI group. [default: with]")
     @click.option(
         "--with-config/--without-config",
@@ -419,14 +509,17 @@ def corec_cli(group: click.Group) -> None:
         as_json: bool,
         **given: Any,
     ) -> None:
-        """Create a processor package NAME (a pip-installable corec.processors plugin).
+        """Create a processor package NAME (a pip-installable corec.processors plugin), or
+        with --kind corec a CoreC plugin folder NAME (main.py with inicializar, config.json).
 
         \b
         Example:
           corec-kit generator plugin weather --output ~/src
+          corec-kit generator plugin weather --kind corec --output ~/corec/plugins
         """
-        data = merged(answers_file, "plugin", {"plugin_name": name, **given})
+        data = merged(answers_file, tuple(PLUGIN_KINDS.values()), {"plugin_name": name, **given})
         data["skip_if_exists"] = list(given.get("skip_if_exists") or ())
+        data.setdefault("kind", "processor")
         if "plugin_name" not in data:
             raise click.UsageError("give NAME, or --answers FILE")
         params = _validate(GeneratePluginParams, data, "generate_plugin")

@@ -1,4 +1,4 @@
-"""``corec-kit reviser review PATH...``."""
+"""``corec-kit reviser review PATH...`` and ``corec-kit reviser revise FILE``."""
 
 from __future__ import annotations
 
@@ -147,6 +147,64 @@ def add_commands(group: click.Group) -> None:
             for line in result.suggestions or []:
                 click.echo(f"suggestion: {line}")
         if not result.clean:
+            sys.exit(1)
+
+    @group.command("revise")
+    @click.argument("file", type=click.Path(exists=True, dir_okay=False, path_type=Path))
+    @click.option(
+        "--backend", type=click.Choice(["ruff", "black+pyflakes"]), help="Override reviser.backend."
+    )
+    @click.option(
+        "--format",
+        "fmt",
+        type=click.Choice(["text", "json"]),
+        default="text",
+        show_default=True,
+        help="json prints the same answer as the `revise` action.",
+    )
+    def revise(file: Path, backend: str | None, fmt: str) -> None:
+        """Format one Python file in place when the formatter changes it (codex's `revise`).
+
+        Prints "Archivo revisado" when the file was rewritten, "Sin cambios" when it was not,
+        then its findings. Exit 0 when the file is now formatted (findings do not count), 1 when
+        it was not rewritten because it does not parse or a linter crashed, 2 on usage errors
+        (not a regular .py/.pyi file, unreadable, too large, not UTF-8).
+        """
+        import asyncio
+
+        from .backends import make_backend
+        from .config import ReviserConfig
+        from .revise import ReviseFailed, ReviseRefused, revise_file
+
+        kernel = get_state().kernel()
+        config = kernel.processor_config("reviser")
+        if not isinstance(config, ReviserConfig):
+            config = ReviserConfig()
+        # A symlink is followed to the file it names, which is the one written.
+        target = file.resolve()
+        try:
+            name = target.relative_to(Path.cwd().resolve()).as_posix()
+        except ValueError:
+            name = target.as_posix()
+        chosen = make_backend(config, backend)
+        try:
+            answer = asyncio.run(revise_file(chosen, target, name, config.max_source_bytes))
+        except ReviseRefused as exc:
+            raise click.UsageError(f"cannot revise {name}: {exc}") from None
+        except ReviseFailed as exc:
+            click.echo(f"error: {exc}", err=True)
+            sys.exit(1)
+        finally:
+            chosen.close()
+        if fmt == "json":
+            click.echo(json.dumps(answer, indent=2))
+        else:
+            click.echo(f"{answer['message']}: {answer['path']}")
+            if answer["reason"]:
+                click.echo(answer["reason"])
+            for f in answer["findings"]:
+                click.echo(f"{f['file']}:{f['line']}:{f['column']}: {f['code']} {f['message']}")
+        if answer["reason"]:
             sys.exit(1)
 
 

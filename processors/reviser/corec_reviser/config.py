@@ -33,7 +33,8 @@ class ReviserConfig(BaseModel):
     )
     root: Path | None = Field(
         default=None,
-        description="folder `paths` of stream/exec commands are relative to; unset = no paths",
+        description="folder `paths` (and revise's `file`) of stream/exec commands are relative "
+        "to; revise rewrites files in it; unset = no paths",
     )
     exclude_patterns: list[str] = Field(
         default_factory=lambda: list(DEFAULT_EXCLUDES),

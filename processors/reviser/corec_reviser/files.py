@@ -27,7 +27,21 @@ def read_source(path: Path, limit: int | None = None) -> str:
     with no writer) and anything but a regular file (FIFO, device, socket, folder) is refused
     before a byte is read.
     """
+    return read_regular(path, limit)[0]
+
+
+def read_regular(
+    path: Path, limit: int | None = None, *, follow: bool = True
+) -> tuple[str, os.stat_result]:
+    """:func:`read_source`, plus the ``fstat`` of the file that was read.
+
+    With ``follow=False`` a symlink is refused, not followed (``revise`` opens the resolved
+    path: a link there means the tree changed under it). The stat is what ``revise`` compares
+    before it replaces the file, to never overwrite a file that changed meanwhile.
+    """
     flags = os.O_RDONLY | getattr(os, "O_NONBLOCK", 0) | getattr(os, "O_NOCTTY", 0)
+    if not follow:
+        flags |= getattr(os, "O_NOFOLLOW", 0)
     try:
         fd = os.open(path, flags)
     except OSError as exc:
@@ -50,7 +64,7 @@ def read_source(path: Path, limit: int | None = None) -> str:
     finally:
         os.close(fd)
     try:
-        return b"".join(chunks).decode("utf-8")
+        return b"".join(chunks).decode("utf-8"), info
     except UnicodeDecodeError:
         raise Unreadable("not UTF-8 text") from None
 

@@ -1,4 +1,4 @@
-"""The reviser processor: ``review_code`` and ``corec-kit reviser review``."""
+"""The reviser processor: ``review_code``, ``revise`` and ``corec-kit reviser review|revise``."""
 
 from __future__ import annotations
 
@@ -9,7 +9,7 @@ from typing import TYPE_CHECKING, Any
 
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
-from corec_plugin_kit import CommandContext, InvalidParams, hookimpl
+from corec_plugin_kit import CommandContext, HandlerError, InvalidParams, hookimpl
 
 from .config import Backend, ReviserConfig
 
@@ -43,6 +43,17 @@ class ReviewParams(BaseModel):
         if (self.source is None) == (not self.paths):
             raise ValueError("give exactly one of `source` (text) or `paths` (a list)")
         return self
+
+
+class ReviseParams(BaseModel):
+    """CoreC codex's ``revise`` params: ``file``; ``backend`` is the kit's own, optional."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    file: str = Field(
+        max_length=4096, description="the Python file to revise, relative to reviser.root"
+    )
+    backend: Backend | None = Field(default=None, description="override reviser.backend")
 
 
 def _config(ctx: CommandContext) -> ReviserConfig:
@@ -125,6 +136,46 @@ async def review_code(params: ReviewParams, ctx: CommandContext) -> dict[str, An
     return to_json(review)
 
 
+async def revise(params: ReviseParams, ctx: CommandContext) -> dict[str, Any]:
+    """Review one file under reviser.root and rewrite it when the formatter changes it (codex)."""
+    from .backends import make_backend
+    from .files import PathProblem, contained
+    from .revise import ReviseFailed, ReviseRefused, revise_file
+
+    config = _config(ctx)
+    if config.root is None:
+        raise InvalidParams(
+            "`revise` needs reviser.root in the config (the folder commands may write)",
+            details=[{"loc": "file", "msg": "no reviser.root configured", "type": "config"}],
+        )
+    # The same containment as review_code's `paths`: relative, no `..`, resolved inside the root
+    # (a symlink out is refused; one inside is followed to the file it names, which is written).
+    try:
+        (target,) = contained(config.root, [params.file])
+    except PathProblem as exc:
+        raise InvalidParams(
+            f"cannot revise {params.file!r}: {exc.problems[0]['reason']}",
+            details=[{"loc": "file", "msg": p["reason"], "type": "path"} for p in exc.problems],
+        ) from None
+    name = target.relative_to(config.root.resolve()).as_posix()
+    dispatcher = ctx.kernel.dispatcher
+    backend = make_backend(config, params.backend, runner=dispatcher.run_in_process)
+    loop = asyncio.get_running_loop()
+
+    async def offload(fn: Any, *args: Any) -> Any:
+        return await loop.run_in_executor(dispatcher.pool, fn, *args)
+
+    try:
+        return await revise_file(backend, target, name, config.max_source_bytes, offload)
+    except ReviseRefused as exc:
+        raise InvalidParams(
+            f"cannot revise {name!r}: {exc}",
+            details=[{"loc": "file", "msg": str(exc), "type": "file"}],
+        ) from None
+    except ReviseFailed as exc:
+        raise HandlerError(str(exc), details={"path": name}) from None
+
+
 async def _fixed(backend: ReviewBackend, path: Path, name: str, limit: int) -> FileReview:
     """One file again with ``fix``: batch runs report diffs, not the formatted text."""
     from .files import Unreadable, read_source
@@ -147,6 +198,10 @@ def corec_register_actions(register: Any) -> None:
     # No timeout of its own: kernel.handler_timeout_s bounds it, and an operator who reviews
     # large trees with black+pyflakes raises kernel.action_timeouts.review_code.
     register("review_code", review_code, ReviewParams)
+    # The same for revise (one file; with black+pyflakes two runs of it when it changes):
+    # kernel.action_timeouts.revise raises or lowers it. A timeout before the write leaves the
+    # file as it was; the write itself is one os.replace, and revise is idempotent.
+    register("revise", revise, ReviseParams)
 
 
 @hookimpl
