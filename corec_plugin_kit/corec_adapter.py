@@ -436,11 +436,14 @@ class CorecKitPlugin:
     def _command(datos: Any) -> dict[str, Any]:
         from .envelopes import parse_fields
 
+        codex = False
         dump = getattr(datos, "model_dump", None)
         if callable(dump) and not isinstance(datos, Mapping):
             datos = dump(mode="json")  # a pydantic command (codex's PluginCommand, Cmd...)
+            codex = True
         if isinstance(datos, Mapping) and "data" in datos and "action" not in datos:
             datos = datos["data"]  # codex's stream entry form: {"data": JSON}
+            codex = True
             if isinstance(datos, Mapping):
                 datos = dict(datos)
         if isinstance(datos, (str, bytes)):
@@ -454,6 +457,8 @@ class CorecKitPlugin:
             command = parse_fields(dict(datos))
         else:
             command = dict(datos)
+        if codex:
+            command["wire"] = "codex"  # handlers pick codex's defaults (ctx.wire)
         return command
 
     @staticmethod

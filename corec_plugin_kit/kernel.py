@@ -129,8 +129,13 @@ class Kernel:
         from .envelopes import check_content, check_shape
         from .errors import InvalidCommand
 
+        data = dict(command)
+        # How the command arrived (the adapter's codex forms say "codex"): not an envelope key.
+        wire = data.pop("wire", "kit")
         try:
-            parsed = check_shape(dict(command))
+            if wire not in ("kit", "codex"):
+                raise InvalidCommand("`wire` must be 'kit' or 'codex'")
+            parsed = check_shape(data)
             check_content(parsed)
         except InvalidCommand as exc:
             return {
@@ -146,5 +151,6 @@ class Kernel:
             }
         if not parsed.get("id"):
             parsed["id"] = f"exec-{uuid.uuid4().hex}"
+        parsed["wire"] = wire
         envelope, _ = await self.dispatcher.dispatch(parsed)
         return envelope

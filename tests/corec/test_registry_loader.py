@@ -145,6 +145,13 @@ async def test_registry_loader_end_to_end(
         )
         assert model["action"] == "generate_plugin"
         assert model["status"] == "ok", model  # written below generator.output_plugins
+        # A codex-shaped command reaches the handler as codex's: a CoreC plugin folder.
+        assert model["result"]["template"] == "corec_plugin", model["result"]
+        kit = await nucleus.ejecutar_plugin(
+            "corec_kit",
+            {"action": "generate_plugin", "params": {"plugin_name": "p_two", "dry_run": True}},
+        )
+        assert kit["result"]["template"] == "plugin", kit["result"]
         text = await nucleus.ejecutar_plugin("corec_kit", '{"action": "ping", "id": "t-1"}')
         assert text["status"] == "ok"
         data = await nucleus.ejecutar_plugin(
