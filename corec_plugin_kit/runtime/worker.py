@@ -3,7 +3,9 @@
 Three loops share one event loop:
 
 * the **reader** takes at most ``concurrency`` entries at a time (``batch_size`` per
-  XREADGROUP) and starts one task per entry;
+  XREADGROUP), parses each (an invalid one is answered at once) and, with records on, looks
+  the batch's command keys up in one query: a key that already has an ``ok`` record is
+  answered from it (``"replayed": true``), the rest start one task each;
 * the **committer** collects finished entries and, per batch, writes their records (one round
   trip), then sends one MULTI with the result XADDs, the dead-letter XADDs and one XACK. An
   entry is acknowledged only after its record and result are durable; if the database or
@@ -14,8 +16,11 @@ Three loops share one event loop:
   stream below the oldest entry any group still needs.
 
 Delivery is at-least-once: a worker that dies leaves its entries pending, and another worker
-reclaims them after ``claim_idle_ms``. Entries delivered more than ``max_deliveries`` times go to
-the dead-letter stream (XADD there before the XACK, in the same MULTI).
+reclaims them after ``claim_idle_ms``. An entry whose ``max_deliveries``-th delivery fails goes
+to the dead-letter stream (XADD there before the XACK, in the same MULTI). What an entry
+contains is confined to it: a result that cannot be encoded, a record the database refuses, a
+reply stream Redis refuses each turn into that entry's error result or dead letter
+(docs/protocol.md).
 """
 
 from __future__ import annotations
