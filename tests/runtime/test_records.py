@@ -189,3 +189,49 @@ async def test_the_worker_purges_records_past_their_retention(
         kernel.runtime.stop()
         await asyncio.wait_for(task, 20)
     assert keys == {"new"}
+
+
+async def test_nothing_is_acknowledged_or_answered_before_its_record_is_written(
+    echo_kernel: Any, corec_redis: Any, corec_streams: dict[str, Any], tmp_path: Any
+) -> None:
+    """The fast form of the guarantee: another connection holds SQLite's write lock, so no
+    record can be written; meanwhile no result appears and every entry stays pending. Once the
+    lock is released, all of them are recorded, answered and acknowledged."""
+    import sqlite3
+
+    from corec_plugin_kit.runtime.service import run_worker
+
+    db = tmp_path / "records.db"
+    kernel = echo_kernel(records=True, database_url=f"sqlite:///{db}")
+    stream, group = corec_streams["stream_in"], corec_streams["group"]
+    await corec_redis.xadd(stream, payload("echo", {"n": -1}, id="warm-up"))
+    task = asyncio.ensure_future(run_worker(kernel))
+    try:
+        for _ in range(200):  # the worker runs and the schema exists
+            if await corec_redis.xlen(corec_streams["stream_out"]) == 1:
+                break
+            await asyncio.sleep(0.05)
+        assert await corec_redis.xlen(corec_streams["stream_out"]) == 1
+        holder = sqlite3.connect(db, isolation_level=None)
+        holder.execute("BEGIN EXCLUSIVE")
+        try:
+            for i in range(20):
+                await corec_redis.xadd(stream, payload("echo", {"n": i}, id=f"held{i}"))
+            for _ in range(30):  # 1.5 s: handled, but not recordable
+                await asyncio.sleep(0.05)
+                assert await corec_redis.xlen(corec_streams["stream_out"]) == 1
+            assert await pending(corec_redis, stream, group) == 20
+        finally:
+            holder.execute("ROLLBACK")
+            holder.close()
+        for _ in range(400):
+            if await pending(corec_redis, stream, group) == 0:
+                break
+            await asyncio.sleep(0.05)
+    finally:
+        kernel.runtime.stop()
+        await asyncio.wait_for(task, 30)
+    got = await results(corec_redis, corec_streams["stream_out"])
+    assert {f"held{i}" for i in range(20)} <= set(got)
+    assert await pending(corec_redis, stream, group) == 0
+    assert len(await all_records(kernel)) == 21
