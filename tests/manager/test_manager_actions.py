@@ -106,13 +106,15 @@ async def test_health_reports_unreachable_redis_and_records(kernel: Any) -> None
     # A real client to a port nothing listens on: the connection really fails.
     kernel.redis = redis.asyncio.Redis(host="127.0.0.1", port=1, socket_connect_timeout=0.5)
 
-    class DownStore:
-        """Stands in for the record store: a database outage cannot be caused here."""
+    import socket
 
-        async def ping(self) -> bool:
-            raise OSError("connection refused")
+    from corec_plugin_kit.storage import PostgresStore
 
-    kernel.store = DownStore()
+    with socket.socket() as sock:  # a port nothing listens on once closed
+        sock.bind(("127.0.0.1", 0))
+        port = sock.getsockname()[1]
+    # A real store whose server is unreachable: its ping answers False (it never raises).
+    kernel.store = PostgresStore(f"postgresql://postgres@127.0.0.1:{port}/test")
     try:
         async with kernel:
             report = (await kernel.execute({"action": "health"}))["result"]
