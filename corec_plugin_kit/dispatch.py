@@ -1,9 +1,14 @@
 """Dispatch: the one place that awaits handlers.
 
 ``exec``, the CoreC adapter and the stream worker all run a command through
-:meth:`Dispatcher.dispatch`, so validation, timeouts and error mapping behave the same
-everywhere. The return value is the result envelope as a plain dict (docs/protocol.md),
-plus the typed error when there is one, for the runtime's breaker and dead-letter decisions.
+:meth:`Dispatcher.dispatch`, so validation and error mapping are the same everywhere, and so
+is each action's time limit (:meth:`Dispatcher.timeout_for`) and its timeout error
+(:meth:`Dispatcher.timeout_error`). How the limit is enforced differs: ``exec`` and the CoreC
+adapter (through :meth:`Kernel.execute`) run the handler under a timeout context here, while
+the stream worker passes ``timeout=False`` and arms its own timer per command
+(``loop.call_later``), which cancels the command's task and builds the timeout envelope itself.
+The return value is the result envelope as a plain dict (docs/protocol.md), plus the typed
+error when there is one, for the runtime's breaker and dead-letter decisions.
 """
 
 from __future__ import annotations

@@ -1,8 +1,9 @@
 """Command and result envelopes (docs/protocol.md) and their wire forms.
 
-The pydantic models are the documented contract (``corec-kit describe`` and the docs render
-their schema). The stream loop parses and builds the same shapes with orjson directly, because
-that is its hot path; tests check that both paths agree.
+The pydantic models (:class:`Command`, :class:`Result`) write the documented contract down
+as code; nothing renders them (``corec-kit describe`` shows an action's params schema, and
+docs/protocol.md is written by hand). The stream loop parses and builds the same shapes with
+orjson directly, because that is its hot path; tests check that both paths agree.
 """
 
 from __future__ import annotations

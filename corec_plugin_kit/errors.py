@@ -19,8 +19,7 @@ from typing import Any
 
 from .redaction import redact
 
-# Exit codes (documented in docs/cli.md and `corec-kit --help`).
-EXIT_OK = 0
+# Exit codes of failures (documented in docs/cli.md and `corec-kit --help`); success is 0.
 EXIT_HANDLER_ERROR = 1
 EXIT_INVALID_COMMAND = 2
 EXIT_CONFIG_ERROR = 3
@@ -28,15 +27,6 @@ EXIT_PROCESSOR_ERROR = 4
 EXIT_REDIS_UNAVAILABLE = 5
 EXIT_DATABASE_UNAVAILABLE = 6
 EXIT_INTERNAL = 70  # EX_SOFTWARE: a bug in the kit; run with --debug and report it
-
-WIRE_TYPES = (
-    "invalid_command",
-    "unknown_action",
-    "invalid_params",
-    "handler_error",
-    "timeout",
-    "dead_letter",
-)
 
 
 class CorecError(Exception):
@@ -79,7 +69,7 @@ class UnknownAction(CorecError):
     wire_type = "unknown_action"
     exit_code = EXIT_INVALID_COMMAND
 
-    def __init__(self, action: str, known: list[str] | None = None) -> None:
+    def __init__(self, action: str) -> None:
         hint = "run `corec-kit actions` to list the actions that are routed"
         super().__init__(f"unknown action {action!r}: {hint}", details={"action": action})
         self.action = action
@@ -155,7 +145,6 @@ class ActionConflict(ProcessorError):
             details={"action": action, "claimed_by": [first, second]},
         )
         self.action = action
-        self.claimants = (first, second)
 
 
 class RegistrationError(ProcessorError):

@@ -3,7 +3,8 @@
 Loading order (documented in docs/writing-processors.md):
 
 1. processors registered in code (tests, embedding applications), in registration order;
-2. the ``corec.processors`` entry points, sorted by name, each loaded on its own so that one
+2. modules named by ``corec-kit --plugin`` / ``COREC_PLUGINS``, in the order given;
+3. the ``corec.processors`` entry points, sorted by name, each loaded on its own so that one
    broken processor cannot keep the others out.
 
 A processor is skipped, and listed as ``disabled``, when it is not in the allowlist
@@ -248,11 +249,12 @@ class ProcessorManager:
             self._add(info, plugin)
 
     def _load_module(self, spec: str) -> None:
-        """Load ``[name=]module`` as a processor without installing it (``COREC_PLUGINS``, ``-p``).
+        """Load ``[name=]module`` as a processor without installing it (``COREC_PLUGINS``,
+        which ``corec-kit --plugin`` sets).
 
-        For developing a processor: ``corec-kit -p my_proc exec my_action`` with the module on
-        ``sys.path`` (the current directory is added). The name defaults to the module's last
-        dotted part.
+        For developing a processor: ``corec-kit --plugin my_proc exec my_action`` with the
+        module on ``sys.path`` (the current directory is added). The name defaults to the
+        module's last dotted part.
         """
         import importlib
 

@@ -39,7 +39,6 @@ COLUMNS = (
     "finished_at",
     "duration_ms",
 )
-JSON_COLUMNS = ("params", "result", "error")
 
 
 class SchemaTooNew(ConfigError):  # noqa: N818 - the name the runtime and docs use
