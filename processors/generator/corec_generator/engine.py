@@ -33,7 +33,7 @@ from typing import Any
 import jinja2
 from jinja2.sandbox import ImmutableSandboxedEnvironment
 
-from corec_plugin_kit.errors import HandlerError
+from corec_plugin_kit import HandlerError
 
 from . import ANSWERS_FILE
 from .paths import (

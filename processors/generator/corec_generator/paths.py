@@ -28,7 +28,7 @@ import sys
 from collections.abc import Iterable, Sequence
 from pathlib import Path
 
-from corec_plugin_kit.errors import HandlerError
+from corec_plugin_kit import HandlerError
 
 #: Windows device names: a file called ``nul.txt`` or ``COM1`` is unusable (or worse) there, and
 #: generated projects are meant to be cloned anywhere.

@@ -392,7 +392,7 @@ def corec_register_actions(register: Any) -> None:
 def load_answers(path: str, template: str | tuple[str, ...]) -> dict[str, Any]:
     """Answers from an answers file written by an earlier run, checked against ``template``
     (one template set's name, or a tuple of the names accepted)."""
-    from corec_plugin_kit.errors import InvalidCommand
+    from corec_plugin_kit import InvalidCommand
 
     try:
         doc = json.loads(Path(path).read_text("utf-8"))
@@ -413,7 +413,7 @@ def load_answers(path: str, template: str | tuple[str, ...]) -> dict[str, Any]:
 
 
 def _validate(model: type[BaseModel], data: dict[str, Any], action: str) -> Any:
-    from corec_plugin_kit.dispatch import invalid_params
+    from corec_plugin_kit.api import invalid_params
 
     try:
         return model.model_validate(data)
@@ -425,7 +425,7 @@ def _validate(model: type[BaseModel], data: dict[str, Any], action: str) -> Any:
 def corec_cli(group: click.Group) -> None:
     import click
 
-    from corec_plugin_kit.cli import echo_json, pass_kernel
+    from corec_plugin_kit.api import echo_json, pass_kernel
 
     from .engine import generate
 

@@ -1,13 +1,14 @@
 """Stream operations of the manager: ``stats``, ``dlq_list``, ``dlq_replay``, ``consumers`` and
 the ``corec-kit manager stats|consumers|dlq list|replay`` commands.
 
-The work itself lives in :mod:`corec_plugin_kit.runtime.ops`, so the actions answer the same
-from the stream, from ``corec-kit exec`` and from the CoreC adapter.
+The work itself lives in the kit (the stream operations of :mod:`corec_plugin_kit.api`), so the
+actions answer the same from the stream, from ``corec-kit exec`` and from the CoreC adapter.
 """
 
 from __future__ import annotations
 
-from typing import Any
+from collections.abc import Callable
+from typing import Any, TextIO, cast
 
 import click
 from pydantic import BaseModel, ConfigDict, Field, model_validator
@@ -57,8 +58,7 @@ class ConsumersParams(BaseModel):
 
 async def stats(params: StatsParams, ctx: CommandContext) -> dict[str, Any]:
     """Lag, pending, stream lengths, breaker states and per-action record counts."""
-    from corec_plugin_kit.redaction import redact_data
-    from corec_plugin_kit.runtime.ops import stream_stats
+    from corec_plugin_kit.api import redact_data, stream_stats
 
     # Errors are redacted where they are raised (CorecError); the output is redacted here, so
     # no text in it (a breaker's last error, a stream name) can carry a URL password.
@@ -68,21 +68,21 @@ async def stats(params: StatsParams, ctx: CommandContext) -> dict[str, Any]:
 
 async def dlq_list(params: DlqListParams, ctx: CommandContext) -> dict[str, Any]:
     """List dead letters (oldest first) with their error and delivery count."""
-    from corec_plugin_kit.runtime.ops import dlq_list as list_dead
+    from corec_plugin_kit.api import dlq_list as list_dead
 
     return await list_dead(ctx.kernel, params.limit, params.start)
 
 
 async def dlq_replay(params: DlqReplayParams, ctx: CommandContext) -> dict[str, Any]:
     """Put dead letters back on stream_in (their original fields) and remove them."""
-    from corec_plugin_kit.runtime.ops import dlq_replay as replay
+    from corec_plugin_kit.api import dlq_replay as replay
 
     return await replay(ctx.kernel, params.ids, all_entries=params.all, keep=params.keep)
 
 
 async def consumers(params: ConsumersParams, ctx: CommandContext) -> dict[str, Any]:
     """List the group's consumers (dead ones flagged); with `prune`, remove the dead ones."""
-    from corec_plugin_kit.runtime.ops import group_consumers
+    from corec_plugin_kit.api import group_consumers
 
     try:
         return await group_consumers(ctx.kernel, prune=params.prune, idle_ms=params.idle_ms)
@@ -101,7 +101,7 @@ def register_operations(register: Any) -> None:
 
 def add_cli(group: click.Group) -> None:
     """``corec-kit manager dlq list|replay``, ``corec-kit manager stats`` and ``consumers``."""
-    from corec_plugin_kit.cli import echo_json, pass_kernel
+    from corec_plugin_kit.api import echo_json, pass_kernel
 
     def run(kernel: Any, coro_fn: Any) -> Any:
         import asyncio
@@ -116,8 +116,7 @@ def add_cli(group: click.Group) -> None:
     @pass_kernel
     def stats_cmd(kernel: Any) -> None:
         """Lag, pending, stream lengths and per-action counts."""
-        from corec_plugin_kit.redaction import redact_data
-        from corec_plugin_kit.runtime.ops import stream_stats
+        from corec_plugin_kit.api import redact_data, stream_stats
 
         echo_json(redact_data(run(kernel, lambda: stream_stats(kernel))))
 
@@ -133,7 +132,7 @@ def add_cli(group: click.Group) -> None:
     @pass_kernel
     def consumers_cmd(kernel: Any, prune: bool, idle_ms: int | None, as_json: bool) -> None:
         """The group's consumers; dead ones (idle past the bound, owning nothing) are marked."""
-        from corec_plugin_kit.runtime.ops import group_consumers
+        from corec_plugin_kit.api import group_consumers
 
         try:
             report = run(kernel, lambda: group_consumers(kernel, prune=prune, idle_ms=idle_ms))
@@ -169,7 +168,7 @@ def add_cli(group: click.Group) -> None:
     @pass_kernel
     def dlq_list_cmd(kernel: Any, limit: int, start: str, as_json: bool) -> None:
         """List dead letters, oldest first."""
-        from corec_plugin_kit.runtime.ops import dlq_list as list_dead
+        from corec_plugin_kit.api import dlq_list as list_dead
 
         page = run(kernel, lambda: list_dead(kernel, limit, start))
         if as_json:
@@ -197,8 +196,8 @@ def add_cli(group: click.Group) -> None:
         --all replays the dead letters present when it starts, each once: those dead-lettered
         again meanwhile are left for the next replay.
         """
-        from corec_plugin_kit.runtime.ops import dlq_bound
-        from corec_plugin_kit.runtime.ops import dlq_replay as replay
+        from corec_plugin_kit.api import dlq_bound
+        from corec_plugin_kit.api import dlq_replay as replay
 
         if not ids and not all_entries:
             raise click.UsageError("name dead-letter entry ids, or pass --all")
@@ -213,9 +212,11 @@ def add_cli(group: click.Group) -> None:
         else:
             total = len(ids)
 
+        # click >= 8.5 serves get_text_stream through a module __getattr__ typed ``object``.
+        get_text_stream = cast("Callable[[str], TextIO]", click.get_text_stream)
         bar: Any
         with click.progressbar(
-            length=total, label="replaying", file=click.get_text_stream("stderr")
+            length=total, label="replaying", file=get_text_stream("stderr")
         ) as bar:
             outcome = run(
                 kernel,

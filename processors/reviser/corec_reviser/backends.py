@@ -282,7 +282,7 @@ class BlackPyflakes:
 
     async def _run(self, fn: Callable[..., Any], *args: Any) -> Any:
         """``fn(config, *args)`` through the runner; a dead worker is returned, not raised."""
-        from corec_plugin_kit.procpool import WorkerDied
+        from corec_plugin_kit.api import WorkerDied
 
         assert self.runner is not None
         try:
@@ -325,7 +325,7 @@ class BlackPyflakes:
         :meth:`close`."""
         if self.runner is not None:
             raise RuntimeError("with a runner, use areview_files from the event loop")
-        from corec_plugin_kit.procpool import ProcessPool
+        from corec_plugin_kit.api import ProcessPool
 
         if self._pool is None:
             self._pool = ProcessPool(self.config.jobs or None)

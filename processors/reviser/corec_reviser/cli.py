@@ -11,7 +11,7 @@ import click
 
 
 def add_commands(group: click.Group) -> None:
-    from corec_plugin_kit.cli import get_state
+    from corec_plugin_kit.api import get_state
 
     @group.command("review")
     @click.argument("paths", nargs=-1, required=True, type=click.Path(exists=True, path_type=Path))

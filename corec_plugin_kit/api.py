@@ -1,0 +1,131 @@
+"""The public API for processors: everything a processor may import from the kit.
+
+Processors import from ``corec_plugin_kit`` (hooks, errors, the handler context) or from this
+module, never from the kit's other modules, whose layout may change between releases
+(``tests/kernel/test_public_surface.py`` enforces it for the processors shipped here).
+
+Importing this module is as cheap as importing ``corec_plugin_kit``: the hook marker, the error
+types and the redaction helpers (``re`` and ``logging`` only) are imported here; everything else
+(the handler contexts and pydantic, the CLI helpers, the process pool, the stream operations and
+Redis) loads on first attribute access, so ``corec-kit --help`` stays fast.
+
+Handlers
+    ``hookimpl``, ``CommandContext``, ``ProcessContext``, ``invalid_params``, the errors
+CLI commands (``corec_cli``)
+    ``pass_kernel``, ``get_state``, ``echo_json``, ``parse_params``
+Work off the event loop
+    ``ProcessPool``, ``WorkerDied``
+Stream operations (what ``corec-kit manager`` and the manager's actions run)
+    ``stream_stats``, ``group_consumers``, ``dlq_list``, ``dlq_bound``, ``dlq_replay``
+Redaction
+    ``redact``, ``redact_data``
+"""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING, Any
+
+from .errors import (
+    ActionConflict,
+    ConfigError,
+    CorecError,
+    DependencyUnavailable,
+    HandlerError,
+    HandlerTimeout,
+    InvalidCommand,
+    InvalidParams,
+    NotImplementedYet,
+    ProcessorError,
+    RegistrationError,
+    UnknownAction,
+)
+from .hookspecs import hookimpl
+from .redaction import redact, redact_data
+
+if TYPE_CHECKING:
+    from .cli import State, echo_json, get_state, parse_params, pass_kernel
+    from .dispatch import CommandContext, ProcessContext, invalid_params
+    from .kernel import Kernel
+    from .procpool import ProcessPool, WorkerDied
+    from .runtime.ops import dlq_bound, dlq_list, dlq_replay, group_consumers, stream_stats
+
+#: name -> the kit module that defines it, imported on first access.
+_LAZY = {
+    # What a handler gets beside its params (``ctx``); it carries ``ctx.kernel``.
+    "CommandContext": "dispatch",
+    # What a ``blocking="process"`` handler gets: CommandContext without ``kernel``.
+    "ProcessContext": "dispatch",
+    # ``invalid_params(exc, action)``: a pydantic ValidationError as the kit's InvalidParams.
+    "invalid_params": "dispatch",
+    # The kernel a handler reaches through ``ctx.kernel`` (for annotations).
+    "Kernel": "kernel",
+    # The state of the running ``corec-kit`` invocation (config path, flags).
+    "State": "cli",
+    # ``get_state()``: the State of the running ``corec-kit`` invocation.
+    "get_state": "cli",
+    # Decorator for processor CLI commands: passes the configured Kernel as first argument.
+    "pass_kernel": "cli",
+    # ``echo_json(data)``: print data as indented JSON, as the kit's commands do.
+    "echo_json": "cli",
+    # ``parse_params(pairs, params_json)``: ``-p key=value`` / ``key:=JSON`` / ``--params``.
+    "parse_params": "cli",
+    # A killable process pool: ``await pool.run(fn, *args)``; ``close()`` stops it.
+    "ProcessPool": "procpool",
+    # Raised by ProcessPool.run when the worker process ended without answering.
+    "WorkerDied": "procpool",
+    # ``await stream_stats(kernel)``: lag, pending, stream lengths, breakers, record counts.
+    "stream_stats": "runtime.ops",
+    # ``await group_consumers(kernel, prune=, idle_ms=)``: the group's consumers, dead flagged.
+    "group_consumers": "runtime.ops",
+    # ``await dlq_list(kernel, limit, start)``: one page of dead letters, oldest first.
+    "dlq_list": "runtime.ops",
+    # ``await dlq_bound(kernel)``: the last dead-letter id (``until``) and the count up to it.
+    "dlq_bound": "runtime.ops",
+    # ``await dlq_replay(kernel, ids, all_entries=, keep=, until=, progress=)``: replay them.
+    "dlq_replay": "runtime.ops",
+}
+
+
+def __getattr__(name: str) -> Any:
+    module = _LAZY.get(name)
+    if module is None:
+        raise AttributeError(f"module 'corec_plugin_kit.api' has no attribute {name!r}")
+    from importlib import import_module
+
+    # Not cached here: each access reads the defining module, as a direct import would.
+    return getattr(import_module(f".{module}", "corec_plugin_kit"), name)
+
+
+__all__ = [
+    "ActionConflict",
+    "CommandContext",
+    "ConfigError",
+    "CorecError",
+    "DependencyUnavailable",
+    "HandlerError",
+    "HandlerTimeout",
+    "InvalidCommand",
+    "InvalidParams",
+    "Kernel",
+    "NotImplementedYet",
+    "ProcessContext",
+    "ProcessPool",
+    "ProcessorError",
+    "RegistrationError",
+    "State",
+    "UnknownAction",
+    "WorkerDied",
+    "dlq_bound",
+    "dlq_list",
+    "dlq_replay",
+    "echo_json",
+    "get_state",
+    "group_consumers",
+    "hookimpl",
+    "invalid_params",
+    "parse_params",
+    "pass_kernel",
+    "redact",
+    "redact_data",
+    "stream_stats",
+]
