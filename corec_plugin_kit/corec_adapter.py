@@ -463,13 +463,12 @@ class CorecKitPlugin:
 
     @staticmethod
     def _with_estado(envelope: dict[str, Any]) -> dict[str, Any]:
+        from .envelopes import codex_message
+
         envelope["estado"] = envelope["status"]
+        envelope["message"] = codex_message(envelope)
         if envelope.get("error"):
-            envelope["mensaje"] = envelope["message"] = envelope["error"]["message"]
-        else:  # codex's message: the result's own text when it has one
-            result = envelope.get("result")
-            own = result.get("message") if isinstance(result, Mapping) else None
-            envelope["message"] = own if isinstance(own, str) else "ok"
+            envelope["mensaje"] = envelope["message"]
         return envelope
 
 

@@ -11,6 +11,7 @@ from __future__ import annotations
 import json
 import math
 import re
+from collections.abc import Mapping
 from typing import Any, Literal
 
 import orjson
@@ -88,7 +89,9 @@ MAX_DEPTH = 100
 #: floats, and writes nothing past 64 bits); they are refused at parse time.
 INT_MIN, INT_MAX = -(2**63), 2**64 - 1
 
-_LONG_DIGITS = re.compile(rb"[0-9]{19,}")
+# Only runs that can fall outside that range: 20 digits, or 19 after a minus sign (every
+# 19-digit positive integer fits in 64 bits: nanosecond timestamps stay on the fast path).
+_LONG_DIGITS = re.compile(rb"[0-9]{20}|-[0-9]{19}")
 
 
 def parse_fields(fields: dict[Any, Any], max_bytes: int | None = None) -> dict[str, Any]:
@@ -110,7 +113,11 @@ def parse_fields(fields: dict[Any, Any], max_bytes: int | None = None) -> dict[s
     if action is None:
         codex = fields.get(b"data", fields.get("data"))
         if codex is not None:
-            command = _parse_json_field(codex, "data", max_bytes)
+            try:
+                command = _parse_json_field(codex, "data", max_bytes)
+            except CorecError as exc:
+                exc.command = {"wire": "codex"}  # refused, but answered the way codex reads
+                raise
             command["wire"] = "codex"
             return command
         raise InvalidCommand(
@@ -182,7 +189,7 @@ def _load(raw: str | bytes, what: str, error: type[CorecError], depth: int) -> A
 
 def _check_integers(raw: bytes, what: str) -> None:
     """Integers past 64 bits: orjson would read them as floats. The standard library keeps
-    them exact, so it tells which they are (slow, but only for text with 19+ digit runs)."""
+    them exact, so it tells which they are (slow, but only for text with such long digit runs)."""
 
     def parse_int(text: str) -> int:
         if len(text) > 21 or not INT_MIN <= int(text) <= INT_MAX:
@@ -333,15 +340,9 @@ def codex_response(envelope: dict[str, Any]) -> dict[str, Any]:
     """
     result = envelope.get("result")
     error = envelope.get("error")
-    status = envelope["status"]
-    if status == "ok":
-        own = result.get("message") if isinstance(result, dict) else None
-        message = own if isinstance(own, str) else "ok"
-    else:
-        message = str(error.get("message", "error")) if isinstance(error, dict) else "error"
     out: dict[str, Any] = {
-        "status": status,
-        "message": message,
+        "status": envelope["status"],
+        "message": codex_message(envelope),
         "id": envelope["id"],
         "action": envelope["action"],
         "result": result,
@@ -355,9 +356,20 @@ def codex_response(envelope: dict[str, Any]) -> dict[str, Any]:
                 if name in result:
                     out[key] = result[name]
                     break
-    if status == "ok" and "type" not in out and envelope["action"] in CODEX_TYPES:
+    if envelope["status"] == "ok" and "type" not in out and envelope["action"] in CODEX_TYPES:
         out["type"] = CODEX_TYPES[envelope["action"]]
     return out
+
+
+def codex_message(envelope: Mapping[str, Any]) -> str:
+    """Codex's ``message`` for a result envelope: the result's own ``message`` text when it has
+    one, else ``"ok"``; for a failure, the error's message."""
+    if envelope["status"] == "ok":
+        result = envelope.get("result")
+        own = result.get("message") if isinstance(result, Mapping) else None
+        return own if isinstance(own, str) else "ok"
+    error = envelope.get("error")
+    return str(error.get("message", "error")) if isinstance(error, Mapping) else "error"
 
 
 def codex_data(envelope: dict[str, Any]) -> bytes:

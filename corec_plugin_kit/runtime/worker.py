@@ -53,6 +53,7 @@ from ..errors import (
     StreamGone,
     UnknownAction,
 )
+from ..storage import Record, refuses_content
 from . import metrics
 from .breaker import STATE_VALUE, CircuitBreaker
 
@@ -130,7 +131,7 @@ class Entry:
     task: asyncio.Task[Any] | None = None
     timed_out: bool = False
     admitted: bool = False  # the breaker already let it in (a parked entry being retried)
-    command: dict[str, Any] | None = None  # parsed once, when taken
+    command: dict[str, Any] | None = None  # parsed once, when taken (what parsed, if refused)
     key: str = ""  # the command key: the envelope's ``id``, else the entry id
     payload: bytes = b""  # the result envelope as JSON, encoded when answered
     data: bytes | None = None  # codex's response JSON: only for commands sent as `data`
@@ -310,7 +311,7 @@ class Worker:
             entry.command = command
             self._check_reply_to(command.get("reply_to"))
         except CorecError as exc:
-            partial = entry.command or exc.command
+            partial = entry.command = entry.command or exc.command
             if partial is not None and exc.command is partial:
                 try:  # the envelope is fine, the params are not: answer where it asks
                     self._check_reply_to(partial.get("reply_to"))
@@ -707,8 +708,6 @@ class Worker:
     # ------------------------------------------------------------------ committing
 
     def _record(self, entry: Entry, now: datetime) -> Any:
-        from ..storage import Record
-
         env = entry.envelope
         assert env is not None
         return Record(
@@ -755,8 +754,6 @@ class Worker:
         down by writing the records one at a time: each record refused alone is its entry's
         dead letter, and the rest of the batch commits.
         """
-        from ..storage._base import refuses_content
-
         now = datetime.now(timezone.utc)
         entries = [e for e in acked if e.record]
         attempt = 0
@@ -780,8 +777,6 @@ class Worker:
         return True
 
     async def _write_one_by_one(self, entries: list[Entry], now: datetime) -> bool:
-        from ..storage._base import refuses_content
-
         if len(entries) > 1:
             log.warning("the database refused a batch of %d records; writing them one by one",
                         len(entries))  # fmt: skip
@@ -1193,14 +1188,10 @@ class Worker:
 
 
 def _codex(entry: Entry) -> bool:
-    """Did this entry's command come in codex's ``data`` form? (Also for one that did not parse.)"""
+    """Did this entry's command come in codex's ``data`` form? (parse_fields says so, also for
+    one it refused.)"""
     command = entry.command
-    if command is not None:
-        return command.get("wire") == "codex"
-    fields = entry.fields
-    return (b"data" in fields or "data" in fields) and not any(
-        key in fields for key in (b"payload", "payload", b"action", "action")
-    )
+    return command is not None and command.get("wire") == "codex"
 
 
 def _unencodable(envelope: dict[str, Any], exc: Exception) -> dict[str, Any]:

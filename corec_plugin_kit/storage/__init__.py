@@ -18,7 +18,7 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING, Any
 
-from ._base import SCHEMA_VERSION, Record, RecordStore, SchemaTooNew
+from ._base import SCHEMA_VERSION, Record, RecordStore, SchemaTooNew, refuses_content
 from ._factory import check_database, open_store
 
 if TYPE_CHECKING:
@@ -46,4 +46,5 @@ __all__ = [
     "SchemaTooNew",
     "check_database",
     "open_store",
+    "refuses_content",
 ]

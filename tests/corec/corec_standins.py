@@ -85,6 +85,24 @@ class Nucleus:
         return await plugin.manejar_comando(comando)
 
 
+def add_to_plugin_config(
+    root: Path, streams: dict[str, Any], state_dir: Path, **sections: Any
+) -> None:
+    """The operator's own additions to ``plugins/corec_kit/config.json`` after ``install``:
+    this test's group and dead-letter stream, a state folder, no metrics port, and ``sections``
+    (top-level keys of the plugin's section, e.g. ``reviser=`` or ``database=``)."""
+    conf_file = root / "plugins" / "corec_kit" / "config.json"
+    conf = json.loads(conf_file.read_text())
+    conf["corec_kit"]["kernel"] = {
+        "group": streams["group"],
+        "dead_letter_stream": streams["dead_letter_stream"],
+        "state_dir": str(state_dir),
+        "metrics_port": 0,
+    }
+    conf["corec_kit"].update(sections)
+    conf_file.write_text(json.dumps(conf))
+
+
 def make_registry_tree(root: Path) -> Path:
     """The parts of CoreC's tree the loader and `corec install` look at."""
     (root / "plugins").mkdir(parents=True)

@@ -3,7 +3,6 @@ must not keep the interpreter from exiting when CoreC's ``asyncio.run(main())`` 
 
 from __future__ import annotations
 
-import json
 import subprocess
 import sys
 import time
@@ -11,7 +10,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from corec_standins import make_registry_tree, run_install
+from corec_standins import add_to_plugin_config, make_registry_tree, run_install
 
 pytestmark = [pytest.mark.redis]
 
@@ -57,16 +56,8 @@ def test_the_interpreter_exits_promptly_without_detener(
     stream_in, stream_out = corec_streams["stream_in"], corec_streams["stream_out"]
     result = run_install(str(root), "--stream-in", stream_in, "--stream-out", stream_out)
     assert result.exit_code == 0, result.output
-    conf_file = root / "plugins" / "corec_kit" / "config.json"
-    conf = json.loads(conf_file.read_text())
-    conf["corec_kit"]["kernel"] = {
-        "group": corec_streams["group"],
-        "dead_letter_stream": corec_streams["dead_letter_stream"],
-        "state_dir": str(tmp_path / "state"),
-        "metrics_port": 0,
-    }
-    conf["corec_kit"]["database"] = "kit"  # records in the kit's SQLite under state_dir
-    conf_file.write_text(json.dumps(conf))
+    # records in the kit's SQLite under the state folder
+    add_to_plugin_config(root, corec_streams, tmp_path / "state", database="kit")
     host, _, port = corec_redis_url.split("//", 1)[1].split("/", 1)[0].rpartition(":")
     env_path = f"{root}:{HERE}"
     started = time.monotonic()

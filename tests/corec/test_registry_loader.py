@@ -19,6 +19,7 @@ from corec_standins import (
     Nucleus,
     PluginConfig,
     RedisConfig,
+    add_to_plugin_config,
     load_registry_plugin,
     make_registry_tree,
     run_install,
@@ -92,17 +93,8 @@ async def test_registry_loader_end_to_end(
     assert '"path": "plugins/corec_kit/config.json"' in result.output
     for rel in ("__init__.py", "main.py", "config.json"):
         assert (root / "plugins" / "corec_kit" / rel).is_file()
-    # The operator's own additions to the plugin's JSON file (per-test names, no metrics port).
-    conf_file = root / "plugins" / "corec_kit" / "config.json"
-    conf = json.loads(conf_file.read_text())
-    conf["corec_kit"]["kernel"] = {
-        "group": corec_streams["group"],
-        "dead_letter_stream": corec_streams["dead_letter_stream"],
-        "state_dir": str(tmp_path / "state"),
-        "metrics_port": 0,
-    }
-    conf["corec_kit"]["reviser"] = {"root": str(root)}  # where codex's `revise` may write
-    conf_file.write_text(json.dumps(conf))
+    # where codex's `revise` may write
+    add_to_plugin_config(root, corec_streams, tmp_path / "state", reviser={"root": str(root)})
 
     monkeypatch.chdir(root)  # CoreC runs from its root: config paths are relative to it
     host_port = corec_redis_url.split("//", 1)[1].split("/", 1)[0]

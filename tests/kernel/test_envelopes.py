@@ -99,6 +99,8 @@ def test_content_at_the_limits_is_kept_exactly() -> None:
         "deep": orjson.loads(b"[" * 98 + b"]" * 98),
         "u64": 2**64 - 1,
         "i64": -(2**63),
+        "ns_timestamp": 1796190992499000000,
+        "nineteen_nines": 9999999999999999999,
         "digits": "12345678901234567890123",
         "escaped": "\\u0000 is six characters here",
     }
