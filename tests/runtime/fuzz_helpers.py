@@ -541,18 +541,31 @@ def good_command(i: int, tag: str, names: Names, rnd: random.Random) -> Sent:
     cid = f"good-{tag}-{i}"
     params = {"n": i, "text": rnd.choice(SAFE)}
     reply = f"{names.reply_prefix}good" if rnd.random() < 0.25 else None
-    if rnd.random() < 0.5:
+    form = rnd.random()
+    if form < 0.8:  # payload, or (one in five) codex's `data`: the same JSON envelope
         body: dict[str, Any] = {"action": "echo", "params": params, "id": cid}
         if reply:
             body["reply_to"] = reply
-        fields = {b"payload": orjson.dumps(body)}
-        cls = "good_payload"
+        codex = form >= 0.6
+        fields = {b"data" if codex else b"payload": orjson.dumps(body)}
+        cls = "good_codex" if codex else "good_payload"
     else:
         fields = {b"action": b"echo", b"params": orjson.dumps(params), b"id": cid.encode()}
         if reply:
             fields[b"reply_to"] = reply.encode()
         cls = "good_flat"
     return Sent(cls, fields, good={"id": cid, "result": params, "reply_to": reply})
+
+
+#: Entries in codex's ``data`` form that can never run (each refused, answered, dead-lettered).
+CODEX_HOSTILE = [
+    b"not json",
+    b'"\\ud800"',
+    b"[1, 2]",
+    b'{"action": "echo", "params": {"n": 1e999}}',
+    b'{"action": "echo", "params": {"n": 1}, "wire": "kit"}',
+    b"\xff\xfe",
+]
 
 
 def assemble(
@@ -566,6 +579,9 @@ def assemble(
     goods: list[Sent] = []
     for i, (cls, fields) in enumerate(hostile):
         out.append(Sent(cls, fields))
+        if i % 100 == 50:  # codex's form refused: still answered the way codex reads
+            bad = CODEX_HOSTILE[(i // 100) % len(CODEX_HOSTILE)]
+            out.append(Sent("codex_hostile", {b"data": bad}))
         if i % every == every - 1:
             good = good_command(len(goods), tag, names, rnd)
             goods.append(good)
@@ -644,16 +660,30 @@ def short(fields: dict[bytes, bytes], width: int = 160) -> str:
     return text if len(text) <= 4 * width else text[: 4 * width] + "..."
 
 
+def _codex_form(fields: dict[Any, Any]) -> bool:
+    """The entry is in codex's wire form: docs/protocol.md's rule, restated for the check."""
+    keys = {k.encode() if isinstance(k, str) else k for k in fields}
+    return b"data" in keys and not keys & {b"payload", b"action"}
+
+
 def _canon(fields: dict[bytes, bytes]) -> frozenset[tuple[bytes, bytes]]:
     return frozenset((k, v) for k, v in fields.items() if k not in DL_EXTRA)
+
+
+def _envelope_field(fields: dict[Any, Any]) -> bytes | None:
+    """The field holding the whole envelope as JSON: ``payload``, or codex's ``data``."""
+    if b"payload" in fields:
+        return b"payload"
+    return b"data" if _codex_form(fields) else None
 
 
 def _reply_name(s: Sent) -> bytes | None:
     """The raw reply_to of an entry as a key name, if it has a usable one."""
     raw: Any = None
-    if b"payload" in s.fields:
+    json_field = _envelope_field(s.fields)
+    if json_field is not None:
         try:
-            body = orjson.loads(s.fields[b"payload"])
+            body = orjson.loads(s.fields[json_field])
         except orjson.JSONDecodeError:
             return None
         if isinstance(body, dict) and isinstance(body.get("reply_to"), str):
@@ -667,10 +697,11 @@ def _reply_name(s: Sent) -> bytes | None:
 
 def _plain_id(s: Sent) -> str | None:
     """The entry's ``id`` when it is an unremarkable one (printable ASCII, 1-100 characters)."""
-    raw: Any = s.fields.get(b"id") if b"payload" not in s.fields else None
-    if b"payload" in s.fields:
+    json_field = _envelope_field(s.fields)
+    raw: Any = s.fields.get(b"id") if json_field is None else None
+    if json_field is not None:
         try:
-            body = orjson.loads(s.fields[b"payload"])
+            body = orjson.loads(s.fields[json_field])
         except orjson.JSONDecodeError:
             return None
         raw = body.get("id") if isinstance(body, dict) else None
@@ -706,13 +737,18 @@ def check(r: Any, names: Names, sent: list[Sent], before: dict[str, Any] | None)
         for _rid, fields in r.xrange(key):
             try:
                 body = orjson.loads(fields[b"payload"])
-                assert set(fields) == {b"id", b"action", b"status", b"payload"}
+                assert set(fields) - {b"data"} == {b"id", b"action", b"status", b"payload"}
                 eid = body["entry_id"]
             except Exception:
                 rep.fail(f"non-result entry on reply stream {name!r}: {short(fields)}")
                 continue
             if eid not in by_eid:
                 rep.fail(f"result on {name!r} for an entry nobody sent ({eid}): {short(fields)}")
+                continue
+            # Codex's reply field: exactly for entries in codex's form (a `data` field and
+            # neither `payload` nor `action`), whether or not they parsed.
+            if (b"data" in fields) != _codex_form(by_eid[eid].fields):
+                rep.fail(f"`data` reply field on the wrong entry {eid}: {short(fields)}")
                 continue
             results[eid].append((key, body))
     for _rid, fields in r.xrange(names.stream_in):
