@@ -188,7 +188,6 @@ def main() -> int:
     context = job.context
     tmp = Path(tempfile.mkdtemp(prefix="bench-generator-"))
     rows: list[tuple[str, float, float]] = []
-    cc_same = True
     try:
         floor = floor_renderer(job.tset, context, tmp / "floor")
         action, close = action_runner(tmp / "action")
@@ -202,30 +201,7 @@ def main() -> int:
         same = compare(
             tmp / "floor" / "f0" / "bench_plugin", tmp / "action" / "g1000" / "bench_plugin"
         )
-        try:
-            from cookiecutter.main import cookiecutter
-        except ImportError:
-            print("cookiecutter is not installed: pip install cookiecutter (row skipped)")
-        else:
-            template = cookiecutter_template(job.tset, context, tmp)
-
-            def cc(i: int) -> None:
-                cookiecutter(
-                    str(template),
-                    no_input=True,
-                    output_dir=str(tmp / "cc" / f"c{i + 1000}"),
-                    default_config=True,
-                )
-
-            rows.append(
-                ("cookiecutter", *percentiles(timed(cc, args.cookiecutter_runs, args.warmup // 4)))
-            )
-            cc_same = compare(
-                tmp / "floor" / "f0" / "bench_plugin",
-                tmp / "cc" / "c1000" / "bench_plugin",
-                ignore={ANSWERS_FILE},
-            )
-            print(f"cookiecutter output identical to ours (bar the answers file): {cc_same}")
+        cc_same = cookiecutter_row(job, context, tmp, rows, args)
     finally:
         shutil.rmtree(tmp, ignore_errors=True)
 
@@ -240,6 +216,35 @@ def main() -> int:
     verdict = "OK" if ratio <= TARGET else "OVER TARGET"
     print(f"generate_plugin / floor = {ratio:.2f} (target <= {TARGET}): {verdict}")
     return 0 if ratio <= TARGET and same and cc_same else 1
+
+
+def cookiecutter_row(
+    job: Any, context: dict[str, Any], tmp: Path, rows: list[tuple[str, float, float]], args: Any
+) -> bool:
+    """Time cookiecutter on the same template (a row of ``rows``); is its output ours?"""
+    try:
+        from cookiecutter.main import cookiecutter
+    except ImportError:
+        print("cookiecutter is not installed: pip install cookiecutter (row skipped)")
+        return True
+    template = cookiecutter_template(job.tset, context, tmp)
+
+    def cc(i: int) -> None:
+        cookiecutter(
+            str(template),
+            no_input=True,
+            output_dir=str(tmp / "cc" / f"c{i + 1000}"),
+            default_config=True,
+        )
+
+    rows.append(("cookiecutter", *percentiles(timed(cc, args.cookiecutter_runs, args.warmup // 4))))
+    same = compare(
+        tmp / "floor" / "f0" / "bench_plugin",
+        tmp / "cc" / "c1000" / "bench_plugin",
+        ignore={ANSWERS_FILE},
+    )
+    print(f"cookiecutter output identical to ours (bar the answers file): {same}")
+    return same
 
 
 def compare(a: Path, b: Path, ignore: set[str] | None = None) -> bool:

@@ -250,7 +250,13 @@ PAIRS = [
 ]
 
 
-def main() -> None:
+ORDER = [
+    "raw", "kernel", "before:kernel", "sqlite", "sqlite_nolookup", "before:sqlite",
+    "postgres", "postgres_nolookup", "before:postgres", "two_workers",
+]  # fmt: skip
+
+
+def parse_args() -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--n", type=int, default=20_000)
     parser.add_argument("--repeat", type=int, default=3, help="runs per scenario (best kept)")
@@ -271,28 +277,23 @@ def main() -> None:
         "--set", action="append", default=[], metavar="KEY=VALUE",
         help="a kernel setting for the kernel scenarios, e.g. --set concurrency=1024",
     )  # fmt: skip
-    args = parser.parse_args()
-    SETTINGS.update(item.split("=", 1) for item in args.set)
-    wanted = args.only.split(",")
-    if args.before:
-        BEFORE.append(args.before.resolve())
-        wanted += [f"before:{k}" for k in ("kernel", "sqlite", "postgres") if k in wanted]
-    r = syncredis.Redis.from_url(REDIS_URL)
-    r.ping()
+    return parser.parse_args()
+
+
+def run_rounds(
+    wanted: list[str], n: int, repeat: int, r: Any
+) -> tuple[dict[str, Any], dict[str, list[float]]]:
+    """Every wanted scenario once per round (interleaved, so that machine noise hits every
+    scenario alike); the best run of each, and the per-round ratios."""
     results: dict[str, Any] = {}
-    order = [
-        "raw", "kernel", "before:kernel", "sqlite", "sqlite_nolookup", "before:sqlite",
-        "postgres", "postgres_nolookup", "before:postgres", "two_workers",
-    ]  # fmt: skip
-    # Interleave the repeats so that machine noise hits every scenario alike.
     ratios: dict[str, list[float]] = {}
-    for _ in range(args.repeat):
+    for _ in range(repeat):
         # One round runs every scenario back to back; ratios are taken within a round, so
         # that the machine's drift between rounds cancels out. Reported: the median ratio.
         round_rates: dict[str, float] = {}
-        for kind in order:
+        for kind in ORDER:
             if kind in wanted:
-                res = scenario(kind, args.n, r)
+                res = scenario(kind, n, r)
                 round_rates[kind] = res["rate"]
                 best = results.get(kind)
                 if best is None or res["rate"] > best["rate"]:
@@ -309,12 +310,15 @@ def main() -> None:
                 ratios.setdefault(f"{kind} / {base}", []).append(
                     round_rates[kind] / round_rates[base]
                 )
-    print(f"\n{args.n} commands, {args.repeat} rounds, Python {sys.version.split()[0]}")
+    return results, ratios
+
+
+def report(results: dict[str, Any], ratios: dict[str, list[float]]) -> None:
     print(
         f"{'scenario':<18} {'best cmd/s':>10} {'x raw (median)':>15} {'per round':>24}"
         f" {'RSS MiB':>8} {'Redis CPU':>10}"
     )
-    for kind in order:
+    for kind in ORDER:
         if kind in results:
             res = results[kind]
             got = ratios.get(kind, [])
@@ -336,6 +340,20 @@ def main() -> None:
         scale = statistics.median(ratios["scale"])
         print(f"two workers / one worker (median of rounds): {scale:.2f}x")
         results["scale_two_workers"] = scale
+
+
+def main() -> None:
+    args = parse_args()
+    SETTINGS.update(item.split("=", 1) for item in args.set)
+    wanted = args.only.split(",")
+    if args.before:
+        BEFORE.append(args.before.resolve())
+        wanted += [f"before:{k}" for k in ("kernel", "sqlite", "postgres") if k in wanted]
+    r = syncredis.Redis.from_url(REDIS_URL)
+    r.ping()
+    results, ratios = run_rounds(wanted, args.n, args.repeat, r)
+    print(f"\n{args.n} commands, {args.repeat} rounds, Python {sys.version.split()[0]}")
+    report(results, ratios)
     if "latency" in wanted:
         lat = latency(args.rate, 5.0, r)
         results["latency"] = lat

@@ -193,18 +193,10 @@ def register_procesador_base(explicit: str | None = None) -> list[ABCMeta]:
 
 
 def _error_envelope(datos: Any, error: CorecError) -> dict[str, Any]:
+    from .envelopes import result_envelope
+
     get = datos.get if isinstance(datos, Mapping) else (lambda _key: None)
-    return {
-        "id": str(get("id") or ""),
-        "action": str(get("action") or ""),
-        "status": "error",
-        "result": None,
-        "error": error.to_wire(),
-        "processor": None,
-        "attempt": 1,
-        "duration_ms": 0.0,
-        "entry_id": None,
-    }
+    return result_envelope(str(get("id") or ""), str(get("action") or ""), error=error)
 
 
 class CorecKitPlugin:
@@ -416,16 +408,11 @@ class CorecKitPlugin:
             return
         from .storage import Record
 
-        record = Record(
-            command_key=str(envelope["id"]),
-            action=str(envelope["action"]),
-            processor=envelope.get("processor"),
-            status=str(envelope["status"]),
+        record = Record.from_result(
+            envelope,
             params=command.get("params"),
-            result=envelope.get("result"),
-            error=envelope.get("error"),
+            deliveries=1,
             finished_at=datetime.now(timezone.utc),
-            duration_ms=envelope.get("duration_ms"),
         )
         try:
             await self.store.write_batch([record])

@@ -23,6 +23,7 @@ from typing import TYPE_CHECKING, Any, TypeVar
 
 from pydantic import ValidationError
 
+from .envelopes import result_envelope
 from .errors import CorecError, HandlerTimeout, InvalidParams, error_from_exception
 
 if TYPE_CHECKING:
@@ -227,19 +228,46 @@ class Dispatcher:
         attempt: int = 1,
         timeout: bool = True,
     ) -> tuple[dict[str, Any], CorecError | None]:
-        """Run one command (``{action, params, id?, meta?}``) and build its result envelope.
+        """Route one command (``{action, params, id?, meta?}``) and :meth:`run` it.
 
         Never raises for a command's own failure: every error is in the envelope and returned
         as the second item. Only cancellation propagates.
         """
         start = time.perf_counter()
         action = command["action"]
+        try:
+            spec = self.routing.route(action)
+        except CorecError as exc:
+            key = command.get("id") or entry_id or ""
+            envelope = result_envelope(
+                key, action, error=exc, attempt=attempt, started=start, entry_id=entry_id
+            )
+            return envelope, exc
+        return await self.run(
+            spec, command, entry_id=entry_id, attempt=attempt, timeout=timeout, started=start
+        )
+
+    async def run(
+        self,
+        spec: ActionSpec,
+        command: dict[str, Any],
+        *,
+        entry_id: str | None = None,
+        attempt: int = 1,
+        timeout: bool = True,
+        started: float | None = None,
+    ) -> tuple[dict[str, Any], CorecError | None]:
+        """Validate and run a routed command; build its result envelope.
+
+        The stream worker calls this directly, with the ``spec`` it already looked up (it
+        needs the processor first, for its circuit breaker). Returns as :meth:`dispatch`.
+        """
+        start = time.perf_counter() if started is None else started
+        action = spec.action
         key = command.get("id") or entry_id or ""
-        spec: ActionSpec | None = None
         error: CorecError | None = None
         result: Any = None
         try:
-            spec = self.routing.route(action)
             model = self.validate(spec, command.get("params") or {})
             ctx = CommandContext(
                 key,
@@ -261,15 +289,14 @@ class Dispatcher:
             # A handler bug becomes a handler_error result, logged with its traceback.
             log.exception("handler for %r raised", action)
             error = error_from_exception(exc)
-        envelope = {
-            "id": key,
-            "action": action,
-            "status": "ok" if error is None else "error",
-            "result": result if error is None else None,
-            "error": None if error is None else error.to_wire(),
-            "processor": spec.processor if spec is not None else None,
-            "attempt": attempt,
-            "duration_ms": round((time.perf_counter() - start) * 1000, 3),
-            "entry_id": entry_id,
-        }
+        envelope = result_envelope(
+            key,
+            action,
+            result=result,
+            error=error,
+            processor=spec.processor,
+            attempt=attempt,
+            started=start,
+            entry_id=entry_id,
+        )
         return envelope, error

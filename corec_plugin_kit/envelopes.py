@@ -12,6 +12,7 @@ import json
 import math
 import re
 from collections.abc import Mapping
+from time import perf_counter
 from typing import Any, Literal
 
 import orjson
@@ -300,6 +301,74 @@ def _default(obj: Any) -> Any:
 def dumps(obj: Any) -> bytes:
     """JSON bytes for results (pydantic models, dataclasses, datetimes and UUIDs understood)."""
     return orjson.dumps(obj, default=_default, option=orjson.OPT_NON_STR_KEYS)
+
+
+# --------------------------------------------------------------------------- result envelopes
+
+
+def result_envelope(
+    key: str,
+    action: str,
+    *,
+    result: Any = None,
+    error: CorecError | None = None,
+    processor: str | None = None,
+    attempt: int = 1,
+    started: float | None = None,
+    entry_id: str | None = None,
+    replayed: bool = False,
+) -> dict[str, Any]:
+    """The result envelope (docs/protocol.md): the one place its keys are spelled.
+
+    ``status`` follows ``error``; ``started`` is a ``time.perf_counter()`` reading (the
+    duration is measured up to now; none given, 0). ``replayed`` appears only when true.
+    """
+    envelope = {
+        "id": key,
+        "action": action,
+        "status": "ok" if error is None else "error",
+        "result": result if error is None else None,
+        "error": None if error is None else error.to_wire(),
+        "processor": processor,
+        "attempt": attempt,
+        "duration_ms": 0.0 if started is None else round((perf_counter() - started) * 1000, 3),
+        "entry_id": entry_id,
+    }
+    if replayed:
+        envelope["replayed"] = True
+    return envelope
+
+
+def failed_envelope(envelope: Mapping[str, Any], error: CorecError) -> dict[str, Any]:
+    """``envelope`` turned into a failure with ``error`` (the rest kept): a result that
+    cannot be encoded or recorded, a command moved to the dead-letter stream."""
+    return {**envelope, "status": "error", "result": None, "error": error.to_wire()}
+
+
+#: The fields the stream worker adds to a dead letter, beside the command's own fields.
+DEAD_LETTER_FIELDS = (b"error", b"deliveries", b"last_consumer", b"failed_at", b"entry_id")
+
+
+def dead_letter_args(
+    fields: Mapping[Any, Any],
+    error: Mapping[str, Any],
+    *,
+    deliveries: int,
+    consumer: str,
+    failed_at: str,
+    entry_id: str,
+) -> list[Any]:
+    """A dead letter as XADD arguments: the command's fields as they came, plus
+    :data:`DEAD_LETTER_FIELDS` (docs/protocol.md)."""
+    out = dict(fields)
+    out.update(
+        zip(
+            DEAD_LETTER_FIELDS,
+            (dumps(error), str(deliveries), consumer, failed_at, entry_id),
+            strict=True,
+        )
+    )
+    return [item for pair in out.items() for item in pair]
 
 
 def result_args(result: dict[str, Any]) -> tuple[str | bytes, ...]:

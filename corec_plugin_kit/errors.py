@@ -1,11 +1,14 @@
 """One error hierarchy for the whole kit.
 
 Every error the kernel or a processor raises on purpose derives from :class:`CorecError`.
-Each class carries, once, the three ways it is shown:
+Each class carries, once, the ways it is shown and how the stream worker treats it; this is
+the only place errors are classified:
 
 * ``wire_type``: the ``error.type`` of a result envelope on the stream (docs/protocol.md);
 * ``exit_code``: the exit status of the ``corec-kit`` command that hit it;
-* the message itself, one line that says what to do (URL passwords in it are redacted).
+* the message itself, one line that says what to do (URL passwords in it are redacted);
+* ``transient`` (retry: left pending, counted by the circuit breaker) or ``command_fault``
+  (never succeeds: answered and dead-lettered at once); neither: answered.
 
 Nothing heavy is imported here: the CLI imports this module on every start.
 """
@@ -39,6 +42,10 @@ class CorecError(Exception):
     #: processor's circuit breaker. False for a final answer (invalid input, a handler's own
     #: HandlerError): the worker writes the error result and acknowledges.
     transient: bool = False
+    #: True when the command itself can never succeed, whoever runs it and however often
+    #: (not a command envelope, an action nobody claims, params that do not validate): the
+    #: stream worker answers it and moves it to the dead-letter stream at once.
+    command_fault: bool = False
     #: The parts of the command that did parse, when the error is about the rest (flat-form
     #: params that are not JSON): its ``id`` and ``reply_to`` still address the answer.
     command: dict[str, Any] | None = None
@@ -61,6 +68,7 @@ class InvalidCommand(CorecError):
 
     wire_type = "invalid_command"
     exit_code = EXIT_INVALID_COMMAND
+    command_fault = True
 
 
 class UnknownAction(CorecError):
@@ -68,6 +76,7 @@ class UnknownAction(CorecError):
 
     wire_type = "unknown_action"
     exit_code = EXIT_INVALID_COMMAND
+    command_fault = True
 
     def __init__(self, action: str) -> None:
         hint = "run `corec-kit actions` to list the actions that are routed"
@@ -83,6 +92,7 @@ class InvalidParams(CorecError):
 
     wire_type = "invalid_params"
     exit_code = EXIT_INVALID_COMMAND
+    command_fault = True
 
 
 class HandlerError(CorecError):
@@ -126,6 +136,7 @@ class ConfigError(CorecError):
 
     wire_type = "invalid_command"
     exit_code = EXIT_CONFIG_ERROR
+    command_fault = True  # as every invalid_command: answered and dead-lettered at once
 
 
 class ProcessorError(CorecError):
@@ -169,6 +180,18 @@ class StreamGone(CorecError):
 
     wire_type = "handler_error"
     exit_code = EXIT_REDIS_UNAVAILABLE
+
+
+def exit_code_for(error_type: str) -> int:
+    """The exit status of ``exec`` and ``send --wait`` for a result's ``error.type``: the
+    ``exit_code`` of the command-fault class that carries that type, else
+    :data:`EXIT_HANDLER_ERROR` (a handler's failure, a timeout, a dead letter)."""
+    return _FAULT_EXIT.get(error_type, EXIT_HANDLER_ERROR)
+
+
+_FAULT_EXIT = {
+    cls.wire_type: cls.exit_code for cls in (InvalidCommand, UnknownAction, InvalidParams)
+}
 
 
 def error_from_exception(exc: BaseException) -> CorecError:

@@ -9,7 +9,8 @@ from __future__ import annotations
 
 import os
 import uuid
-from typing import TYPE_CHECKING, Any
+from collections.abc import Mapping
+from typing import TYPE_CHECKING, Any, Protocol
 
 from .config import Settings, load_settings, raise_problems
 from .dispatch import Dispatcher
@@ -17,8 +18,29 @@ from .plugins import ProcessorManager, env_flag, env_list
 
 if TYPE_CHECKING:
     from pydantic import BaseModel
+    from redis.asyncio import Redis
 
     from .routing import RoutingTable
+    from .runtime.connection import RedisHandle
+    from .storage import RecordStore
+
+
+class RuntimeView(Protocol):
+    """What others may ask of the stream worker driving a kernel (``kernel.runtime``)."""
+
+    #: This worker's consumer name in the group.
+    consumer: str
+
+    def stop(self) -> None:
+        """Stop reading; in-flight commands get the grace period to finish."""
+
+    def breaker_states(self) -> dict[str, str]:
+        """Each processor's circuit breaker state: ``closed``, ``open`` or ``half_open``."""
+        ...
+
+    def counts(self) -> dict[str, int]:
+        """The counts of this run (processed, ok, errors, retried, dead-lettered...)."""
+        ...
 
 
 def manager_for(
@@ -61,11 +83,18 @@ class Kernel:
         self.processors = processors
         self.routing: RoutingTable = processors.routing(settings.kernel.action_owners)
         self.dispatcher = Dispatcher(self, self.routing)
-        self.redis: Any = None
-        self.store: Any = None
-        self.redis_handle: Any = None  # set by runtime.connection.kernel_redis
-        self.runtime: Any = None  # the Worker, when `corec-kit run` drives this kernel
-        self.corec_db_config: Any = None  # CoreC's db_config, when the CoreC adapter built it
+        # The runtime context: set by whoever runs the kernel, None otherwise.
+        #: The stream runtime's Redis client (``decode_responses=False``).
+        self.redis: Redis | None = None
+        #: The record store, when records are on and the worker or the CoreC adapter runs.
+        self.store: RecordStore | None = None
+        #: The connection :attr:`redis` came from, when the kernel opened it itself
+        #: (``runtime.connection.kernel_redis``); closed by :meth:`stop`.
+        self.redis_handle: RedisHandle | None = None
+        #: The stream worker, when ``corec-kit run`` or the CoreC adapter drives this kernel.
+        self.runtime: RuntimeView | None = None
+        #: CoreC's ``db_config``, when the CoreC adapter built this kernel.
+        self.corec_db_config: Mapping[str, Any] | None = None
         self._started = False
 
     @classmethod
@@ -126,7 +155,7 @@ class Kernel:
 
     async def execute(self, command: dict[str, Any]) -> dict[str, Any]:
         """Run one command envelope in-process (``exec``, CoreC adapter); returns the result."""
-        from .envelopes import check_content, check_shape
+        from .envelopes import check_content, check_shape, result_envelope
         from .errors import InvalidCommand
 
         data = dict(command)
@@ -138,17 +167,9 @@ class Kernel:
             parsed = check_shape(data)
             check_content(parsed)
         except InvalidCommand as exc:
-            return {
-                "id": str(command.get("id") or ""),
-                "action": str(command.get("action") or ""),
-                "status": "error",
-                "result": None,
-                "error": exc.to_wire(),
-                "processor": None,
-                "attempt": 1,
-                "duration_ms": 0.0,
-                "entry_id": None,
-            }
+            return result_envelope(
+                str(command.get("id") or ""), str(command.get("action") or ""), error=exc
+            )
         if not parsed.get("id"):
             parsed["id"] = f"exec-{uuid.uuid4().hex}"
         parsed["wire"] = wire

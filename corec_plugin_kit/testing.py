@@ -116,41 +116,14 @@ def corec_cli(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Callable[..., 
     return invoke
 
 
-# Stream fixtures of the runtime (kept in their own module, re-exported for pytest).
-from .runtime.testing import (  # noqa: E402
-    corec_redis,
-    corec_redis_url,
-    corec_streams,
-    corec_worker,
-)
+# The stream fixtures of the runtime and the database fixtures (and marker) of the storage
+# package live in their own modules; pytest loads this one as the plugin, so they are
+# re-exported here, each module's ``__all__`` saying what.
+from .runtime import testing as _runtime_testing  # noqa: E402
+from .runtime.testing import *  # noqa: E402, F403
+from .storage import testing as _storage_testing  # noqa: E402
+from .storage.testing import *  # noqa: E402, F403
 
-__all__ = [
-    "corec_cli",
-    "corec_exec",
-    "corec_kernel",
-    "corec_processors",
-    "corec_redis",
-    "corec_redis_url",
-    "corec_register",
-    "corec_streams",
-    "corec_worker",
-]
-
-# Database fixtures of the storage package.
-from .storage.testing import (  # noqa: E402
-    corec_postgres_schema_url,
-    corec_postgres_store,
-    corec_postgres_url,
-    corec_sqlite_store,
-    corec_store,
-    pytest_configure,
-)
-
-__all__ += [
-    "corec_postgres_schema_url",
-    "corec_postgres_store",
-    "corec_postgres_url",
-    "corec_sqlite_store",
-    "corec_store",
-    "pytest_configure",
-]
+__all__ = ["corec_cli", "corec_exec", "corec_kernel", "corec_processors", "corec_register"]
+__all__ += _runtime_testing.__all__
+__all__ += _storage_testing.__all__

@@ -1,4 +1,5 @@
-"""Shared test helpers: running the real ``corec-kit`` console script in a subprocess.
+"""Shared test helpers: running the real ``corec-kit`` console script in a subprocess, and the
+``redis`` / ``postgres`` markers put on every test that needs those servers.
 
 The fixtures for in-process work (``corec_processors``, ``corec_register``, ``corec_kernel``,
 ``corec_exec``, ``corec_cli``) come from the kit's own pytest plugin, ``corec_plugin_kit.testing``,
@@ -21,6 +22,39 @@ import pytest
 ROOT = Path(__file__).resolve().parent.parent
 BIN = Path(sys.executable).parent
 COREC_KIT = str(BIN / "corec-kit")
+
+#: The kit's fixtures that reach a test server (corec_plugin_kit/runtime/testing.py and
+#: corec_plugin_kit/storage/testing.py). Every fixture of the suite that needs a server builds
+#: on one of them (echo_kernel and sync_redis on corec_streams / corec_redis_url; corec_db_pool
+#: and fresh_database on corec_postgres_*), so a test needs the server exactly when its fixture
+#: closure names one.
+SERVICE_FIXTURES = {
+    "redis": frozenset({"corec_redis_url", "corec_redis", "corec_streams"}),
+    "postgres": frozenset(
+        {"corec_postgres_url", "corec_postgres_schema_url", "corec_postgres_store"}
+    ),
+}
+#: Values of the back-end parameters (``database_url``, ``corec_store``, ``new_store``...)
+#: whose fixtures ask for a PostgreSQL fixture at run time (``request.getfixturevalue``), which
+#: the static fixture closure cannot show.
+POSTGRES_PARAMS = frozenset({"postgres", "postgresql"})
+
+
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    """Mark every test that needs Redis ``redis`` and every one that needs PostgreSQL
+    ``postgres`` (so ``-m "not redis"`` deselects them all), from the fixtures it uses."""
+    for item in items:
+        used = set(getattr(item, "fixturenames", ()))
+        needs = {marker for marker, names in SERVICE_FIXTURES.items() if used & names}
+        callspec = getattr(item, "callspec", None)
+        if callspec is not None and any(
+            isinstance(value, str) and value in POSTGRES_PARAMS
+            for value in callspec.params.values()
+        ):
+            needs.add("postgres")
+        for marker in sorted(needs):
+            if item.get_closest_marker(marker) is None:
+                item.add_marker(marker)
 
 
 @dataclass

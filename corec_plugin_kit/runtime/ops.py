@@ -16,13 +16,12 @@ from typing import TYPE_CHECKING, Any
 
 import orjson
 
+from ..envelopes import DEAD_LETTER_FIELDS
 from ..envelopes import as_text as _s
 from .connection import RedisHandle, kernel_redis
 
 if TYPE_CHECKING:
     from ..kernel import Kernel
-
-DEAD_LETTER_FIELDS = {b"error", b"deliveries", b"last_consumer", b"failed_at", b"entry_id"}
 
 
 async def send_command(
@@ -111,10 +110,8 @@ async def stream_stats(kernel: Kernel) -> dict[str, Any]:
         for name in (cfg.stream_in, cfg.stream_out, cfg.dead_letter_stream)
     }
     worker = kernel.runtime
-    out["breakers"] = (
-        {name: breaker.current() for name, breaker in worker.breakers.items()} if worker else {}
-    )
-    out["worker"] = worker.stats.as_dict() if worker else None
+    out["breakers"] = worker.breaker_states() if worker is not None else {}
+    out["worker"] = worker.counts() if worker is not None else None
     if kernel.store is not None:
         out["actions"] = await kernel.store.counts()
     elif cfg.records:

@@ -24,6 +24,8 @@ if TYPE_CHECKING:
     from ..kernel import Kernel
     from .worker import WorkerStats
 
+__all__ = ["corec_redis", "corec_redis_url", "corec_streams", "corec_worker"]
+
 DEFAULT_REDIS_URL = "redis://127.0.0.1:6379/0"
 
 
@@ -37,13 +39,17 @@ def _answers(url: str) -> bool:
         return False
 
 
-def require_service(ok: bool, what: str) -> None:
-    """Skip (outside CI, with the reason) or fail (in CI) when a test service is missing."""
+def require_service(ok: bool, what: str, problem: str = "is not reachable") -> None:
+    """Skip (outside CI, with the reason) or fail (in CI) when a test service is missing.
+
+    ``what`` and ``problem`` make the reason: "Redis at ... is not reachable", "initdb (the
+    PostgreSQL server binaries) is not installed".
+    """
     if ok:
         return
     if os.environ.get("CI"):
-        pytest.fail(f"{what} is not reachable, and CI is set: CI must start it (.ci/run does)")
-    pytest.skip(f"{what} is not reachable (set CI=1 to make this a failure)")
+        pytest.fail(f"{what} {problem}, and CI is set: CI must provide that (.ci/run does)")
+    pytest.skip(f"{what} {problem} (set CI=1 to make this a failure)")
 
 
 @pytest.fixture(scope="session")

@@ -1,16 +1,16 @@
 """The record and the store interface both back-ends implement, plus the rules they share.
 
-The merge rule lives here once (:func:`merge`), in Python, and is mirrored by the SQL upsert of
-each back-end (:func:`upsert_assignments`): duplicates inside one batch are folded before the
-batch is sent, because PostgreSQL refuses to touch one row twice in one statement and because a
-smaller batch is a cheaper round trip.
+The merge rule lives here once (:func:`merge`), in Python, and is mirrored by the SQL upsert
+(:func:`~._sql.upsert_assignments`): duplicates inside one batch are folded before the batch is
+sent, because PostgreSQL refuses to touch one row twice in one statement and because a smaller
+batch is a cheaper round trip. The schema itself is :mod:`._schema`; the SQL, :mod:`._sql`.
 """
 
 from __future__ import annotations
 
 import abc
 import json
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, replace
 from datetime import datetime, timedelta, timezone
 from typing import Any
@@ -18,27 +18,10 @@ from typing import Any
 import orjson
 
 from ..errors import ConfigError
-
-#: Version of the schema this code writes; a database with a newer one is refused.
-SCHEMA_VERSION = 2
-
-TABLE = "corec_commands"
-VERSION_TABLE = "corec_schema_version"
-
-#: Columns of ``corec_commands`` in the order every statement and row tuple uses.
-COLUMNS = (
-    "command_key",
-    "action",
-    "processor",
-    "status",
-    "params",
-    "result",
-    "error",
-    "deliveries",
-    "created_at",
-    "finished_at",
-    "duration_ms",
-)
+from ._schema import COLUMNS as COLUMNS
+from ._schema import SCHEMA_VERSION as SCHEMA_VERSION
+from ._schema import TABLE as TABLE
+from ._schema import VERSION_TABLE as VERSION_TABLE
 
 
 class SchemaTooNew(ConfigError):  # noqa: N818 - the name the runtime and docs use
@@ -79,6 +62,35 @@ class Record:
     created_at: datetime | None = None
     finished_at: datetime | None = None
     duration_ms: float | None = None
+
+    @classmethod
+    def from_result(
+        cls,
+        envelope: Mapping[str, Any],
+        *,
+        params: Any,
+        deliveries: int,
+        finished_at: datetime,
+    ) -> Record:
+        """The record of a result envelope (``id``, ``action``, ``processor``, ``status``,
+        ``result``, ``error``, ``duration_ms``) and what the envelope does not carry.
+
+        ``created_at`` is left ``None``: the store fills it on first insert.
+        """
+        get = envelope.get
+        return cls(
+            command_key=envelope["id"],
+            action=envelope["action"],
+            processor=get("processor"),
+            status=envelope["status"],
+            params=params,
+            result=get("result"),
+            error=get("error"),
+            deliveries=deliveries,
+            created_at=None,
+            finished_at=finished_at,
+            duration_ms=get("duration_ms"),
+        )
 
     def as_dict(self) -> dict[str, Any]:
         """JSON-friendly view (timestamps as ISO 8601 strings) for ``history --json``."""
@@ -121,20 +133,6 @@ def coalesce(records: Sequence[Record]) -> list[Record]:
 def created(record: Record, now: datetime) -> datetime:
     """``created_at`` to insert: the record's own, else when it finished, else ``now``."""
     return record.created_at or record.finished_at or now
-
-
-def upsert_assignments(greatest: str) -> str:
-    """``SET`` list of the upsert: the SQL twin of :func:`merge` (``c`` = stored row).
-
-    ``greatest`` is the two-argument max function of the dialect (GREATEST / max).
-    """
-    keep = "c.status = 'ok' AND excluded.status <> 'ok'"
-    sets = [f"deliveries = {greatest}(c.deliveries, excluded.deliveries)"]
-    for column in COLUMNS:
-        if column in ("command_key", "deliveries", "created_at"):
-            continue
-        sets.append(f"{column} = CASE WHEN {keep} THEN c.{column} ELSE excluded.{column} END")
-    return ", ".join(sets)
 
 
 # ---------------------------------------------------------------------------------------- JSON

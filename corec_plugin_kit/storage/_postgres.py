@@ -7,37 +7,19 @@ next call, and a connection found dead (server restarted) is replaced and the wr
 once at once, which is safe because the upsert is idempotent.
 """
 
-# Statements are composed from this module's constants (table and column names), never from
-# input: every value goes through a placeholder.
-# ruff: noqa: S608
-
 from __future__ import annotations
 
 import asyncio
 from collections.abc import Awaitable, Callable, Sequence
-from datetime import datetime, timedelta, timezone
 from typing import Any, Literal, TypeVar
 
 import asyncpg
 
 from ..errors import DatabaseUnavailable
 from ..redaction import redact, redact_url
-from ._base import (
-    COLUMNS,
-    SCHEMA_VERSION,
-    TABLE,
-    VERSION_TABLE,
-    Record,
-    RecordStore,
-    SchemaTooNew,
-    coalesce,
-    created,
-    cutoff,
-    dumps,
-    loads,
-    upsert_assignments,
-    utc,
-)
+from ._schema import COLUMNS
+from ._sql import POSTGRES, Row
+from ._store import SQLStore
 
 T = TypeVar("T")
 WriteMethod = Literal["executemany", "unnest", "copy"]
@@ -50,55 +32,9 @@ WriteMethod = Literal["executemany", "unnest", "copy"]
 #: COMMIT: five round trips.
 WRITE_METHODS: tuple[WriteMethod, ...] = ("unnest", "executemany", "copy")
 
-MIGRATIONS: tuple[tuple[int, tuple[str, ...]], ...] = (
-    (
-        1,
-        (
-            f"""CREATE TABLE {TABLE} (
-                command_key text PRIMARY KEY,
-                action text NOT NULL,
-                processor text,
-                status text NOT NULL,
-                params jsonb,
-                result jsonb,
-                error jsonb,
-                deliveries integer NOT NULL DEFAULT 1,
-                created_at timestamptz NOT NULL DEFAULT now(),
-                finished_at timestamptz,
-                duration_ms double precision
-            )""",
-            f"CREATE INDEX {TABLE}_action_status_finished ON {TABLE} (action, status, finished_at)",
-        ),
-    ),
-    # v2: retention purges and `history --since` scan by time alone.
-    (2, (f"CREATE INDEX {TABLE}_finished ON {TABLE} (finished_at)",)),
-)
-
-_TYPES = (
-    "text", "text", "text", "text", "jsonb", "jsonb", "jsonb",
-    "integer", "timestamptz", "timestamptz", "double precision",
-)  # fmt: skip
-_COLS = ", ".join(COLUMNS)
-_UPSERT = f"ON CONFLICT (command_key) DO UPDATE SET {upsert_assignments('GREATEST')}"
-_INSERT_ONE = (
-    f"INSERT INTO {TABLE} AS c ({_COLS}) "
-    f"VALUES ({', '.join(f'${i}' for i in range(1, len(COLUMNS) + 1))}) {_UPSERT}"
-)
-# JSON travels as text[] and is cast per element on the server: asyncpg encodes a text array
-# faster than a jsonb one, and the server parses the JSON either way.
-_INSERT_UNNEST = (
-    f"INSERT INTO {TABLE} AS c ({_COLS}) SELECT "
-    + ", ".join(f"{c}::jsonb" if t == "jsonb" else c for c, t in zip(COLUMNS, _TYPES, strict=True))
-    + " FROM unnest("
-    + ", ".join(f"${i}::{'text' if t == 'jsonb' else t}[]" for i, t in enumerate(_TYPES, 1))
-    + f") AS t({_COLS}) {_UPSERT}"
-)
+_INSERT_UNNEST = POSTGRES.upsert_arrays()
 _STAGE = "corec_commands_stage"
-_CREATE_STAGE = (
-    f"CREATE TEMP TABLE IF NOT EXISTS {_STAGE} (LIKE {TABLE} INCLUDING DEFAULTS) "
-    "ON COMMIT DELETE ROWS"
-)
-_INSERT_STAGE = f"INSERT INTO {TABLE} AS c ({_COLS}) SELECT {_COLS} FROM {_STAGE} {_UPSERT}"
+_CREATE_STAGE, _INSERT_STAGE = POSTGRES.upsert_staged(_STAGE)
 
 # SQLSTATE classes that mean the server cannot serve us now rather than a bad statement:
 # 08 connection exception, 53 insufficient resources (too many connections, disk full),
@@ -111,38 +47,6 @@ _LOST_STATES = ("08003", "08006", "57P01", "57P02")
 def display_url(url: str) -> str:
     """The URL with its password (userinfo or ``?password=``...) replaced by ``***``."""
     return redact_url(url)
-
-
-def _row(record: Record, now: datetime) -> tuple[Any, ...]:
-    return (
-        record.command_key,
-        record.action,
-        record.processor,
-        record.status,
-        dumps(record.params),
-        dumps(record.result),
-        dumps(record.error),
-        record.deliveries,
-        utc(created(record, now)),
-        utc(record.finished_at),
-        record.duration_ms,
-    )
-
-
-def _record(row: Any) -> Record:
-    return Record(
-        command_key=row[0],
-        action=row[1],
-        processor=row[2],
-        status=row[3],
-        params=loads(row[4]),
-        result=loads(row[5]),
-        error=loads(row[6]),
-        deliveries=row[7],
-        created_at=row[8],
-        finished_at=row[9],
-        duration_ms=row[10],
-    )
 
 
 def _outage(exc: BaseException) -> bool:
@@ -183,7 +87,7 @@ async def _keep_session(conn: Any) -> None:
     """
 
 
-class PostgresStore(RecordStore):
+class PostgresStore(SQLStore[Any]):
     """Records in PostgreSQL through an asyncpg pool.
 
     :param url: a ``postgresql://`` or ``postgres://`` DSN (asyncpg's syntax; extra query
@@ -198,6 +102,7 @@ class PostgresStore(RecordStore):
     """
 
     backend = "postgresql"
+    sql = POSTGRES
 
     def __init__(
         self,
@@ -215,6 +120,7 @@ class PostgresStore(RecordStore):
             raise ValueError(f"write_method must be one of {WRITE_METHODS}")
         if url is None and pool is None:
             raise ValueError("PostgresStore needs a url or an existing pool")
+        super().__init__()
         self.url = url or ""
         self.url_display = display_url(url) if url else "the given asyncpg pool"
         self.server_settings = dict(server_settings or {})
@@ -223,7 +129,6 @@ class PostgresStore(RecordStore):
         self.write_method: WriteMethod = write_method
         self.connect_timeout = connect_timeout
         self.command_timeout = command_timeout
-        self.migrations = MIGRATIONS
         self._pool: Any = pool
         self.owns_pool = pool is None
         self._pool_lock = asyncio.Lock()
@@ -255,8 +160,13 @@ class PostgresStore(RecordStore):
                 )
         return self._pool
 
-    async def _run(self, work: Callable[[Any], Awaitable[T]], *, retry: bool = True) -> T:
-        """Run ``work(connection)``; map outages, and retry once on a connection found dead."""
+    async def _run(
+        self, work: Callable[[Any], Awaitable[T]], *, write: bool = False, lookup: bool = False
+    ) -> T:
+        """Run ``work(connection)``; map outages, and retry once on a connection found dead.
+
+        Each statement is its own transaction (``write`` and ``lookup`` change nothing here).
+        """
         for attempt in (1, 2):
             try:
                 if not self._migrated:
@@ -271,7 +181,7 @@ class PostgresStore(RecordStore):
                     # Every idle connection of a restarted server is dead too: replace them
                     # all on next use instead of failing once per pooled connection.
                     await self._pool.expire_connections()
-                if retry and attempt == 1 and _lost(exc):
+                if attempt == 1 and _lost(exc):
                     continue
                 raise self._unavailable(exc) from exc
         raise AssertionError("unreachable")  # pragma: no cover
@@ -282,36 +192,9 @@ class PostgresStore(RecordStore):
     async def _migrate(self) -> None:
         """Create or migrate the schema (once per store; called by the first operation)."""
         pool = await self._get_pool()
-        known = max(max(version for version, _ in self.migrations), SCHEMA_VERSION)
         async with pool.acquire() as conn, conn.transaction():
-            # Workers that start together take turns; the lock is per schema so the
-            # per-test schemas of the test suite do not wait for one another.
-            await conn.execute(
-                "SELECT pg_advisory_xact_lock(hashtext(current_schema() || '.corec_schema'))"
-            )
-            await conn.execute(
-                f"CREATE TABLE IF NOT EXISTS {VERSION_TABLE} "
-                "(version integer PRIMARY KEY, applied_at timestamptz NOT NULL DEFAULT now())"
-            )
-            current = await conn.fetchval(f"SELECT max(version) FROM {VERSION_TABLE}") or 0
-            if current > known:
-                raise SchemaTooNew(current, known, self.url_display)
-            for version, statements in self.migrations:
-                if version <= current:
-                    continue
-                for statement in statements:
-                    await conn.execute(statement)
-                await conn.execute(f"INSERT INTO {VERSION_TABLE} (version) VALUES ($1)", version)
+            await self._migrate_on(conn)
         self._migrated = True
-
-    async def schema_version(self) -> int | None:
-        async def read(conn: Any) -> int | None:
-            if await conn.fetchval("SELECT to_regclass($1)", VERSION_TABLE) is None:
-                return None
-            value = await conn.fetchval(f"SELECT max(version) FROM {VERSION_TABLE}")
-            return int(value) if value is not None else None
-
-        return await self._bare(read)
 
     async def server_version(self) -> str:
         """``PostgreSQL 15.20`` (without creating the schema; for ``corec-kit check``)."""
@@ -343,93 +226,25 @@ class PostgresStore(RecordStore):
             except (asyncio.TimeoutError, OSError):
                 pool.terminate()  # the server is gone: do not wait for goodbyes
 
-    async def ping(self) -> bool:
-        try:
-            await self._bare(lambda conn: conn.fetchval("SELECT 1"))
-            return True
-        except Exception:  # noqa: BLE001 - ping reports, never raises
-            return False
+    @staticmethod
+    async def _fetch(conn: Any, sql: str, args: Sequence[Any]) -> list[Any]:
+        rows: list[Any] = await conn.fetch(sql, *args)
+        return rows
 
-    # ------------------------------------------------------------------ records
+    @staticmethod
+    async def _execute(conn: Any, sql: str, args: Sequence[Any]) -> int:
+        status: str = await conn.execute(sql, *args)  # "DELETE 5", "CREATE INDEX"...
+        count = status.rpartition(" ")[2]
+        return int(count) if count.isdigit() else 0
 
-    async def write_batch(self, records: Sequence[Record]) -> None:
-        if not records:
-            return
-        now = datetime.now(timezone.utc)
-        rows = [_row(record, now) for record in coalesce(records)]
-        method = self.write_method
-
-        async def write(conn: Any) -> None:
-            if method == "unnest":
-                columns = [list(column) for column in zip(*rows, strict=True)]
-                await conn.execute(_INSERT_UNNEST, *columns)
-            elif method == "executemany":
-                await conn.executemany(_INSERT_ONE, rows)  # atomic since asyncpg 0.22
-            else:
-                async with conn.transaction():
-                    await conn.execute(_CREATE_STAGE)
-                    await conn.copy_records_to_table(_STAGE, records=rows, columns=COLUMNS)
-                    await conn.execute(_INSERT_STAGE)
-
-        await self._run(write)
-
-    async def get(self, key: str) -> Record | None:
-        sql = f"SELECT {_COLS} FROM {TABLE} WHERE command_key = $1"
-        row = await self._run(lambda conn: conn.fetchrow(sql, key))
-        return _record(row) if row is not None else None
-
-    async def find_ok(self, keys: Sequence[str]) -> dict[str, Record]:
-        if not keys:
-            return {}
-        sql = f"SELECT {_COLS} FROM {TABLE} WHERE status = 'ok' AND command_key = ANY($1::text[])"
-        rows = await self._run(lambda conn: conn.fetch(sql, list(dict.fromkeys(keys))))
-        return {row[0]: _record(row) for row in rows}
-
-    async def query(
-        self,
-        *,
-        action: str | None = None,
-        status: str | None = None,
-        since: datetime | None = None,
-        limit: int = 100,
-    ) -> list[Record]:
-        where: list[str] = []
-        args: list[Any] = []
-        for column, value in (("action", action), ("status", status)):
-            if value is not None:
-                args.append(value)
-                where.append(f"{column} = ${len(args)}")
-        if since is not None:
-            args.append(utc(since))
-            where.append(f"finished_at >= ${len(args)}")
-        args.append(max(0, limit))
-        sql = (
-            f"SELECT {_COLS} FROM {TABLE}"
-            + (f" WHERE {' AND '.join(where)}" if where else "")
-            + f" ORDER BY finished_at DESC NULLS LAST, command_key LIMIT ${len(args)}"
-        )
-        rows = await self._run(lambda conn: conn.fetch(sql, *args))
-        return [_record(row) for row in rows]
-
-    async def counts(self) -> dict[str, dict[str, int]]:
-        sql = f"SELECT action, status, count(*) FROM {TABLE} GROUP BY action, status"
-        out: dict[str, dict[str, int]] = {}
-        for action, status, n in await self._run(lambda conn: conn.fetch(sql)):
-            out.setdefault(action, {})[status] = int(n)
-        return out
-
-    async def purge(self, older_than: timedelta, batch_size: int = 1000) -> int:
-        if batch_size < 1:
-            raise ValueError("batch_size must be at least 1")
-        limit = cutoff(older_than)
-        sql = (
-            f"DELETE FROM {TABLE} WHERE command_key IN (SELECT command_key FROM {TABLE} "
-            "WHERE finished_at < $1 OR (finished_at IS NULL AND created_at < $1) LIMIT $2)"
-        )
-        total = 0
-        while True:
-            status = await self._run(lambda conn: conn.execute(sql, limit, batch_size))
-            deleted = int(status.split()[-1])
-            total += deleted
-            if deleted < batch_size:
-                return total
+    async def _write_rows(self, conn: Any, rows: list[Row]) -> None:
+        if self.write_method == "unnest":
+            columns = [list(column) for column in zip(*rows, strict=True)]
+            await conn.execute(_INSERT_UNNEST, *columns)
+        elif self.write_method == "executemany":
+            await conn.executemany(self.sql.upsert, rows)  # atomic since asyncpg 0.22
+        else:
+            async with conn.transaction():
+                await conn.execute(_CREATE_STAGE)
+                await conn.copy_records_to_table(_STAGE, records=rows, columns=COLUMNS)
+                await conn.execute(_INSERT_STAGE)

@@ -13,6 +13,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import os
 import uuid
 from collections.abc import AsyncIterator
@@ -66,29 +67,33 @@ def corec_postgres_url() -> str:
     return url
 
 
-async def _schema(url: str, action: str, name: str) -> None:
+async def _execute(url: str, sql: str) -> None:
     import asyncpg
 
     conn = await asyncpg.connect(url, timeout=5)
     try:
-        if action == "create":
-            await conn.execute(f'CREATE SCHEMA "{name}"')
-        else:
-            await conn.execute(f'DROP SCHEMA IF EXISTS "{name}" CASCADE')
+        await conn.execute(sql)
     finally:
         await conn.close()
+
+
+@contextlib.asynccontextmanager
+async def _fresh_schema(url: str) -> AsyncIterator[str]:
+    """A new, uniquely named schema on the server at ``url`` (its name), dropped on exit."""
+    name = f"corec_test_{uuid.uuid4().hex[:12]}"
+    await _execute(url, f'CREATE SCHEMA "{name}"')
+    try:
+        yield name
+    finally:
+        await _execute(url, f'DROP SCHEMA IF EXISTS "{name}" CASCADE')
 
 
 @pytest.fixture
 async def corec_postgres_schema_url(corec_postgres_url: str) -> AsyncIterator[str]:
     """A ``database_url`` whose tables land in a fresh schema, dropped after the test."""
-    name = f"corec_test_{uuid.uuid4().hex[:12]}"
-    await _schema(corec_postgres_url, "create", name)
     sep = "&" if "?" in corec_postgres_url else "?"
-    try:
+    async with _fresh_schema(corec_postgres_url) as name:
         yield f"{corec_postgres_url}{sep}search_path={name}"
-    finally:
-        await _schema(corec_postgres_url, "drop", name)
 
 
 @pytest.fixture
@@ -109,15 +114,13 @@ async def corec_postgres_store(corec_postgres_url: str) -> AsyncIterator[Postgre
     """An opened PostgreSQL store in a fresh schema (``search_path``), dropped afterwards."""
     from ._postgres import PostgresStore
 
-    name = f"corec_test_{uuid.uuid4().hex[:12]}"
-    await _schema(corec_postgres_url, "create", name)
-    store = PostgresStore(corec_postgres_url, server_settings={"search_path": name})
-    try:
-        await store.open()
-        yield store
-    finally:
-        await store.close()
-        await _schema(corec_postgres_url, "drop", name)
+    async with _fresh_schema(corec_postgres_url) as name:
+        store = PostgresStore(corec_postgres_url, server_settings={"search_path": name})
+        try:
+            await store.open()
+            yield store
+        finally:
+            await store.close()
 
 
 @pytest.fixture(params=["sqlite", pytest.param("postgresql", marks=pytest.mark.postgres)])

@@ -23,22 +23,15 @@ TESTS = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(TESTS))
 
 import echo_proc  # noqa: E402
+from shared_helpers import pid_alive  # noqa: E402
 
 pytestmark = pytest.mark.timeout(60)
-
-
-def alive(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    return True
 
 
 async def gone(pid: int, within: float = 3.0) -> float:
     """Seconds until ``pid`` no longer exists; fails past ``within``."""
     start = time.monotonic()
-    while alive(pid):
+    while pid_alive(pid):
         if time.monotonic() - start > within:
             raise AssertionError(f"process {pid} still alive after {within}s")
         await asyncio.sleep(0.01)
@@ -122,7 +115,7 @@ async def test_close_kills_running_process_handlers_without_waiting(
         start = time.monotonic()
         kernel.dispatcher.close()
         assert time.monotonic() - start < 1.0
-        assert not alive(pid)
+        assert not pid_alive(pid)
         out = await asyncio.wait_for(task, 5)
     assert out["status"] == "error"
     assert out["error"]["type"] == "handler_error"

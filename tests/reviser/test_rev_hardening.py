@@ -19,6 +19,7 @@ import corec_reviser.processor as reviser
 import pytest
 from corec_reviser.backends import BlackPyflakes, make_backend, review_source
 from corec_reviser.config import ReviserConfig
+from shared_helpers import pid_alive
 
 from corec_plugin_kit.procpool import WorkerDied
 
@@ -298,14 +299,6 @@ def _read_pids(folder: Path) -> list[int]:
     return [int(p.read_text()) for p in folder.glob("*.pid") if p.read_text()]
 
 
-def _alive(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    return True
-
-
 @pytest.mark.parametrize("many", [False, True])
 async def test_ruff_subprocesses_are_killed_when_the_review_is_cancelled(
     tmp_path: Path, many: bool
@@ -331,4 +324,4 @@ async def test_ruff_subprocesses_are_killed_when_the_review_is_cancelled(
     with pytest.raises(asyncio.CancelledError):
         await task
     for pid in _read_pids(pids):
-        assert not _alive(pid), pid
+        assert not pid_alive(pid), pid

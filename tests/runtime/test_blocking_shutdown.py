@@ -3,7 +3,6 @@ within ``shutdown_grace_s`` plus a little, and the entry stays pending for the n
 
 from __future__ import annotations
 
-import os
 import signal
 import subprocess
 import sys
@@ -16,6 +15,7 @@ import orjson
 import pytest
 import redis as syncredis
 from runtime_helpers import subprocess_env
+from shared_helpers import pid_alive
 
 pytestmark = [pytest.mark.slow, pytest.mark.timeout(120)]
 
@@ -59,14 +59,6 @@ def wait_for(condition: Callable[[], bool], timeout: float = 30, what: str = "")
         time.sleep(0.02)
 
 
-def alive(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    return True
-
-
 @pytest.mark.parametrize("action", ["burn", "burn_thread"])
 def test_sigterm_during_a_cpu_bound_handler_exits_within_the_grace_period(
     sync_redis: syncredis.Redis,
@@ -100,7 +92,7 @@ def test_sigterm_during_a_cpu_bound_handler_exits_within_the_grace_period(
     assert took < GRACE + SLACK, took
     if action == "burn":  # a process handler runs in a pool worker, killed with the call
         assert handler_pid != worker.pid
-        assert not alive(handler_pid)
+        assert not pid_alive(handler_pid)
     assert sync_redis.xlen(out) == 0  # no answer: the work was not done
     # Still pending, released by W (idle past claim_idle_ms): the next worker takes it at once.
     rows = sync_redis.xpending_range(stream, group, "-", "+", 10)

@@ -3,11 +3,14 @@
 from __future__ import annotations
 
 import asyncio
+import logging
+import math
 from pathlib import Path
 from typing import Any
 
 import pytest
 from runtime_helpers import payload, results
+from shared_helpers import wait_until_async
 
 from corec_plugin_kit import hookimpl
 from corec_plugin_kit.runtime.breaker import CLOSED, HALF_OPEN, OPEN, CircuitBreaker
@@ -60,6 +63,7 @@ async def test_dependency_down_parks_commands_without_burning_deliveries(
     corec_streams: dict[str, Any],
     tmp_path: Path,
     monkeypatch: pytest.MonkeyPatch,
+    caplog: pytest.LogCaptureFixture,
 ) -> None:
     from corec_plugin_kit.runtime.service import run_worker
 
@@ -82,14 +86,41 @@ async def test_dependency_down_parks_commands_without_burning_deliveries(
     for i in range(40):
         await corec_redis.xadd(stream, payload("needs_dependency", {"n": i}, id=f"d{i}"))
     await corec_redis.xadd(stream, payload("other", {}, id="other"))
+    max_failures, reset_timeout, claim_idle_ms = 3, 0.3, 200
     kernel = echo_kernel(
-        circuit_breaker={"max_failures": 3, "reset_timeout": 0.3},
-        claim_idle_ms=200,
+        circuit_breaker={"max_failures": max_failures, "reset_timeout": reset_timeout},
+        claim_idle_ms=claim_idle_ms,
         max_deliveries=2,
     )
+    # The window to watch: a parked entry whose claim was not renewed would be idle past
+    # claim_idle_ms and taken again by the maintainer's next reclaim pass (every claim_idle_ms /
+    # 2000 s), burning a delivery. Watch for two such chances. Each failed half-open probe
+    # re-opens the breaker at least reset_timeout after the previous opening, so the breaker's
+    # n-th opening comes at least (n - 1) * reset_timeout after the first: wait for the opening
+    # that proves the window has passed, not for a fixed time.
+    reclaim_every = max(0.05, claim_idle_ms / 2000)
+    window = 2 * (claim_idle_ms / 1000 + reclaim_every)
+    openings_needed = 1 + math.ceil(window / reset_timeout)
+
+    def openings() -> int:
+        return sum(
+            1
+            for r in caplog.records
+            if r.getMessage() == f"circuit breaker of 'echo_proc' is now {OPEN}"
+        )
+
+    async def parked_long_enough() -> bool:
+        other_done = "other" in await results(corec_redis, corec_streams["stream_out"])
+        return other_done and openings() >= openings_needed
+
+    caplog.set_level(logging.WARNING, "corec_plugin_kit.worker")
     task = asyncio.ensure_future(run_worker(kernel))
     try:
-        await asyncio.sleep(1.5)  # several reset timeouts and reclaim intervals go by
+        await wait_until_async(
+            parked_long_enough,
+            timeout=30,
+            what=f"the other command's answer and {openings_needed} openings of the breaker",
+        )
         worker = kernel.runtime
         assert worker is not None and not task.done()
         assert worker.breakers["echo_proc"].current() in (OPEN, HALF_OPEN)
@@ -100,16 +131,17 @@ async def test_dependency_down_parks_commands_without_burning_deliveries(
         # Only the commands that failed before the breaker opened were redelivered (once);
         # the rest were never tried again while it was open.
         redelivered = [row for row in rows if row["times_delivered"] > 1]
-        assert len(redelivered) < 3
+        assert len(redelivered) < max_failures
         assert max(row["times_delivered"] for row in rows) <= 2
         answered = await results(corec_redis, corec_streams["stream_out"])
         assert set(answered) == {"other"}  # the other processor's work was not held up
 
         down.unlink()  # the dependency comes back
-        for _ in range(100):
-            if len(await results(corec_redis, corec_streams["stream_out"])) == 41:
-                break
-            await asyncio.sleep(0.05)
+
+        async def all_answered() -> bool:
+            return len(await results(corec_redis, corec_streams["stream_out"])) == 41
+
+        await wait_until_async(all_answered, timeout=30, what="all 41 answers")
     finally:
         if kernel.runtime is not None:
             kernel.runtime.stop()

@@ -310,7 +310,11 @@ async def test_dead_consumers_are_removed_once_idle_and_owning_nothing(
             if await corec_redis.xlen(corec_streams["stream_out"]) == 20:
                 break
             await asyncio.sleep(0.05)
-        await asyncio.sleep(0.3)  # its last commit is acknowledged
+        for _ in range(200):  # its last commit is acknowledged
+            if await pending(corec_redis, stream, group) == 0:
+                break
+            await asyncio.sleep(0.05)
+        assert await pending(corec_redis, stream, group) == 0
     finally:
         victim.send_signal(signal.SIGKILL)
         victim.communicate()

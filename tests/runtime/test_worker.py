@@ -3,11 +3,14 @@
 from __future__ import annotations
 
 import asyncio
+import time
 from typing import Any
 
 import orjson
 import pytest
+from redis.exceptions import ResponseError
 from runtime_helpers import flat, payload, pending, results
+from shared_helpers import wait_until_async
 
 
 async def test_round_trip_thousands_in_both_wire_forms(
@@ -194,37 +197,87 @@ async def test_long_handlers_keep_their_claim_while_another_worker_reclaims(
 ) -> None:
     from corec_plugin_kit.runtime.service import run_worker
 
-    stream = corec_streams["stream_in"]
+    stream, group = corec_streams["stream_in"], corec_streams["group"]
+    claim_idle_ms = 300
+    claim_idle = claim_idle_ms / 1000
+    # Handlers far longer than claim_idle_ms: unrenewed, their entries would be reclaimable
+    # several times over before they finish.
+    handler_s = 8 * claim_idle
     for i in range(5):
-        await corec_redis.xadd(stream, payload("sleep", {"seconds": 1.5, "n": i}, id=f"long{i}"))
-    first = echo_kernel(claim_idle_ms=300)
-    second = echo_kernel(claim_idle_ms=300)
+        await corec_redis.xadd(
+            stream, payload("sleep", {"seconds": handler_s, "n": i}, id=f"long{i}")
+        )
+    first = echo_kernel(claim_idle_ms=claim_idle_ms)
+    second = echo_kernel(claim_idle_ms=claim_idle_ms)
     a = asyncio.ensure_future(run_worker(first, consumer="A"))
-    await asyncio.sleep(0.3)  # A has taken all five
-    b = asyncio.ensure_future(run_worker(second, consumer="B"))  # reclaims every 150 ms
+
+    async def pending_owners() -> list[tuple[bytes, int]]:
+        try:
+            rows = await corec_redis.xpending_range(stream, group, "-", "+", 10)
+        except ResponseError as exc:
+            if "NOGROUP" not in str(exc):
+                raise
+            return []  # A has not created the group yet
+        return [(r["consumer"], r["times_delivered"]) for r in rows]
+
+    async def a_took_all() -> bool:
+        return await pending_owners() == [(b"A", 1)] * 5
+
+    b: asyncio.Future[Any] | None = None
     try:
-        await asyncio.sleep(0.9)  # three claim_idle_ms periods into the handlers
-        rows = await corec_redis.xpending_range(stream, corec_streams["group"], "-", "+", 10)
+        await wait_until_async(a_took_all, timeout=30, what="A to take all five")
+        # Unrenewed, the entries would be reclaimable from here on (they were delivered before).
+        reclaimable_at = time.monotonic() + claim_idle
+        b = asyncio.ensure_future(run_worker(second, consumer="B"))
+        await wait_until_async(lambda: second.runtime is not None, timeout=30, what="B to start")
+        worker_b = second.runtime
+        # A call-through spy on B's reclaim passes (XAUTOCLAIM min-idle claim_idle_ms, every
+        # claim_idle_ms / 2000 s): it changes nothing B does, it counts the passes that ran when
+        # A's entries would have been reclaimable had A not renewed its claims.
+        late_passes: list[float] = []
+        reclaim = worker_b.reclaim
+
+        async def counted_reclaim() -> int:
+            started = time.monotonic()
+            taken = await reclaim()
+            if started >= reclaimable_at:
+                late_passes.append(started)
+            return int(taken)
+
+        worker_b.reclaim = counted_reclaim
+        await wait_until_async(
+            lambda: len(late_passes) >= 2,
+            # past the handlers' end their entries leave the pending list: nothing to check
+            timeout=handler_s,
+            what="two reclaim passes of B after A's entries would have been idle claim_idle_ms",
+        )
         # still A's, never claimed again (a renewal is XCLAIM JUSTID: no delivery counted)
-        assert [(r["consumer"], r["times_delivered"]) for r in rows] == [(b"A", 1)] * 5
-        for _ in range(100):
-            if len(await results(corec_redis, corec_streams["stream_out"])) == 5:
-                break
-            await asyncio.sleep(0.05)
+        assert await pending_owners() == [(b"A", 1)] * 5
+
+        async def all_answered() -> bool:
+            return len(await results(corec_redis, corec_streams["stream_out"])) == 5
+
+        await wait_until_async(all_answered, timeout=30, what="the five answers")
     finally:
-        first.runtime.stop()
-        second.runtime.stop()
-        stats_a, stats_b = await asyncio.gather(a, b)
+        workers = [(first, a)] + ([(second, b)] if b is not None else [])
+        for kernel, task in workers:
+            if kernel.runtime is not None:
+                kernel.runtime.stop()
+            elif not task.done():
+                task.cancel()  # not up yet: the test has failed already
+        ended = await asyncio.gather(*(task for _, task in workers), return_exceptions=True)
     got = await results(corec_redis, corec_streams["stream_out"])  # asserts no duplicate
     assert len(got) == 5
     assert all(r["attempt"] == 1 for r in got.values())  # never redelivered
-    assert stats_a.ok == 5 and stats_b.reclaimed == 0
+    stats_a, stats_b = ended
+    assert stats_a.ok == 5 and stats_b.reclaimed == 0, ended
 
 
 async def test_the_transaction_read_timeout_is_a_transient_error_on_every_python() -> None:
     """The commit's read limit raises the builtin TimeoutError (an OSError, so a transient Redis
     failure the worker retries) on 3.10 as on 3.11+, instead of waiting for ever."""
-    from corec_plugin_kit.runtime.worker import TRANSIENT_REDIS, _timeout_ctx
+    from corec_plugin_kit.runtime.compat import timeout_ctx as _timeout_ctx
+    from corec_plugin_kit.runtime.transport import TRANSIENT_REDIS
 
     loop = asyncio.get_running_loop()
     started = loop.time()

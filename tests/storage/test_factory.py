@@ -124,12 +124,12 @@ async def test_store_is_an_async_context_manager(tmp_path: Path) -> None:
 
 
 def test_importing_storage_and_its_cli_loads_no_driver() -> None:
-    """`corec-kit --help` and completion import storage.cli: no driver may load with it."""
+    """`corec-kit --help` and completion import cli.history: no driver may load with it."""
     code = (
         "import sys\n"
         # coverage, when it measures this child, keeps its data in sqlite3 itself
         "before = set(sys.modules)\n"
-        "import corec_plugin_kit.storage.cli, corec_plugin_kit.storage\n"
+        "import corec_plugin_kit.cli.history, corec_plugin_kit.storage\n"
         "new = set(sys.modules) - before\n"
         "loaded = [m for m in ('asyncpg', 'aiosqlite', 'sqlite3') if m in new]\n"
         "print(','.join(loaded))"

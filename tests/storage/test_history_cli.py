@@ -12,8 +12,8 @@ from typing import Any
 import pytest
 from storage_helpers import old, rec
 
+from corec_plugin_kit.cli.history import parse_duration, parse_since
 from corec_plugin_kit.storage import Record, open_store
-from corec_plugin_kit.storage.cli import parse_duration, parse_since
 
 
 @pytest.fixture(params=["sqlite", pytest.param("postgresql", marks=pytest.mark.postgres)])

@@ -26,6 +26,7 @@ import pytest
 from storage_helpers import rec, total
 
 from corec_plugin_kit.errors import DatabaseUnavailable
+from corec_plugin_kit.runtime.testing import require_service
 from corec_plugin_kit.storage import PostgresStore, SQLiteStore
 
 PG_BIN = Path("/usr/lib/postgresql")
@@ -129,8 +130,19 @@ class Cluster:
 @pytest.fixture
 def cluster() -> Iterator[Cluster]:
     bindir = _pg_bin()
-    if bindir is None or (os.geteuid() == 0 and shutil.which("runuser") is None):
-        pytest.skip("initdb/pg_ctl (and runuser when root) are needed for a throwaway cluster")
+    # A throwaway cluster needs the server binaries (and runuser when root): in CI their
+    # absence fails the test, elsewhere it skips with the reason.
+    require_service(
+        bindir is not None,
+        "initdb and pg_ctl (the PostgreSQL server binaries)",
+        "are not installed",
+    )
+    require_service(
+        os.geteuid() != 0 or shutil.which("runuser") is not None,
+        "runuser (to run initdb and pg_ctl as the postgres user when root)",
+        "is not installed",
+    )
+    assert bindir is not None
     # Not under tmp_path: pytest's base folder is private to root, the postgres user must
     # reach its data folder.
     root = Path(tempfile.mkdtemp(prefix="corec-pgcluster-"))

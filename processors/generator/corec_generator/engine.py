@@ -335,45 +335,13 @@ def generate(job: Job, *, on_file: Callable[[PlannedFile], None] | None = None) 
     """
     planned = job.tset.render(job.context, job.exclude)
     planned.append(PlannedFile(ANSWERS_FILE, (ANSWERS_FILE,), answers_document(job)))
-    skip_globs = (*job.tset.skip_if_exists, *job.skip_if_exists)
-    problems: list[dict[str, str]] = []
-    escapes = 0
     root_exists = job.root.is_dir()
     if job.root.exists() and not root_exists:
         raise OutputEscapeError(f"output root {job.root} is not a folder")
     box = Sandbox(job.root, create=False) if root_exists else None
     try:
-        for item in planned:
-            parts = (*job.project, *item.parts)
-            try:
-                kind = box.kind(parts) if box is not None else None
-            except OutputEscapeError as exc:
-                escapes += 1
-                problems.append({"loc": item.path, "msg": exc.message, "type": "path_escape"})
-                continue
-            if kind is None:
-                continue
-            if kind == "file" and matches(item.path, skip_globs):
-                item.action = "skip"
-            elif kind in ("file", "symlink") and job.force:
-                item.action = "overwrite"
-            elif kind in ("file", "symlink"):
-                problems.append(
-                    {"loc": item.path, "msg": "exists (pass force to overwrite)", "type": "exists"}
-                )
-            else:
-                problems.append(
-                    {"loc": item.path, "msg": f"a {kind} is in the way", "type": "path_escape"}
-                )
-                escapes += 1
-        if problems:
-            cls = OutputEscapeError if escapes else OutputExistsError
-            listed = "; ".join(f"{p['loc']}: {p['msg']}" for p in problems[:5])
-            more = f" (+{len(problems) - 5} more)" if len(problems) > 5 else ""
-            raise cls(
-                f"nothing written: {len(problems)} problem(s) below {job.root}: {listed}{more}",
-                details=problems,
-            )
+        if box is not None:
+            _plan_actions(job, planned, box)
         if not job.dry_run:
             if box is None:
                 box = Sandbox(job.root, create=True)
@@ -386,6 +354,47 @@ def generate(job: Job, *, on_file: Callable[[PlannedFile], None] | None = None) 
     finally:
         if box is not None:
             box.close()
+    return _summary(job, planned)
+
+
+def _plan_actions(job: Job, planned: list[PlannedFile], box: Sandbox) -> None:
+    """Set each file's action from what is on disk; raise every problem at once."""
+    skip_globs = (*job.tset.skip_if_exists, *job.skip_if_exists)
+    problems: list[dict[str, str]] = []
+    escapes = 0
+    for item in planned:
+        try:
+            kind = box.kind((*job.project, *item.parts))
+        except OutputEscapeError as exc:
+            escapes += 1
+            problems.append({"loc": item.path, "msg": exc.message, "type": "path_escape"})
+            continue
+        if kind is None:
+            continue
+        if kind == "file" and matches(item.path, skip_globs):
+            item.action = "skip"
+        elif kind in ("file", "symlink") and job.force:
+            item.action = "overwrite"
+        elif kind in ("file", "symlink"):
+            problems.append(
+                {"loc": item.path, "msg": "exists (pass force to overwrite)", "type": "exists"}
+            )
+        else:
+            problems.append(
+                {"loc": item.path, "msg": f"a {kind} is in the way", "type": "path_escape"}
+            )
+            escapes += 1
+    if problems:
+        cls = OutputEscapeError if escapes else OutputExistsError
+        listed = "; ".join(f"{p['loc']}: {p['msg']}" for p in problems[:5])
+        more = f" (+{len(problems) - 5} more)" if len(problems) > 5 else ""
+        raise cls(
+            f"nothing written: {len(problems)} problem(s) below {job.root}: {listed}{more}",
+            details=problems,
+        )
+
+
+def _summary(job: Job, planned: list[PlannedFile]) -> dict[str, Any]:
     counts = {"create": 0, "overwrite": 0, "skip": 0}
     for item in planned:
         counts[item.action] += 1

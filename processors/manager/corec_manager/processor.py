@@ -110,6 +110,6 @@ def corec_register_actions(register: Any) -> None:
 
 @hookimpl
 def corec_cli(group: Any) -> None:
-    from .operations import add_cli
+    from .cli import add_cli
 
     add_cli(group)

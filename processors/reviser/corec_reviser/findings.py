@@ -99,61 +99,24 @@ def to_json(review: Review) -> dict[str, Any]:
     return {**review.model_dump(mode="json"), "summary": review.summary(), "clean": review.clean}
 
 
+#: The SARIF ``level`` of each severity.
+SARIF_LEVELS: dict[Severity, str] = {"error": "error", "warning": "warning", "note": "note"}
+#: The rule of the "would reformat" results.
+FORMAT_RULE = "format"
+
+
 def to_sarif(review: Review, root: str | None = None) -> dict[str, Any]:
     """SARIF 2.1.0, as GitHub code scanning and other SARIF consumers accept it.
 
     File URIs are relative to ``SRCROOT``, which is ``root`` (a ``file://`` URI ending in ``/``)
     when given.
     """
-    rules: dict[str, dict[str, Any]] = {}
-    results: list[dict[str, Any]] = []
-    level = {"error": "error", "warning": "warning", "note": "note"}
-
-    def location(file: str, line: int, column: int) -> dict[str, Any]:
-        return {
-            "physicalLocation": {
-                "artifactLocation": {"uri": file.replace("\\", "/"), "uriBaseId": "SRCROOT"},
-                "region": {"startLine": max(line, 1), "startColumn": max(column, 1)},
-            }
-        }
-
-    for file in review.files:
-        for f in file.findings:
-            rules.setdefault(f.code, {"id": f.code, "shortDescription": {"text": f.message}})
-            results.append(
-                {
-                    "ruleId": f.code,
-                    "level": level[f.severity],
-                    "message": {"text": f.message},
-                    "locations": [location(f.file, f.line, f.column)],
-                }
-            )
-        if not file.formatted:
-            rules.setdefault(
-                "format", {"id": "format", "shortDescription": {"text": "File is not formatted"}}
-            )
-            results.append(
-                {
-                    "ruleId": "format",
-                    "level": "note",
-                    "message": {"text": f"would reformat ({review.backend})"},
-                    "locations": [location(file.file, 1, 1)],
-                }
-            )
+    rules, results = sarif_results(review)
     # Files that were not reviewed (unreadable, or a linter crashed on them) are no results:
     # they are the tool's own notifications, and a crash marks the run unsuccessful.
-    notifications = [
-        {
-            "level": "error" if file.error_kind == "crash" else "warning",
-            "message": {"text": f"{file.file}: {file.error}"},
-            "locations": [location(file.file, 1, 1)],
-        }
-        for file in review.files
-        if file.error
-    ]
     invocation = {
         "executionSuccessful": not any(f.error_kind == "crash" for f in review.files),
-        "toolExecutionNotifications": notifications,
+        "toolExecutionNotifications": [sarif_notification(f) for f in review.files if f.error],
     }
     return {
         "$schema": "https://json.schemastore.org/sarif-2.1.0.json",
@@ -165,7 +128,7 @@ def to_sarif(review: Review, root: str | None = None) -> dict[str, Any]:
                         "name": "corec-reviser",
                         "version": __version__,
                         "informationUri": "https://pypi.org/project/corec-reviser/",
-                        "rules": list(rules.values()),
+                        "rules": rules,
                     }
                 },
                 "invocations": [invocation],
@@ -173,4 +136,63 @@ def to_sarif(review: Review, root: str | None = None) -> dict[str, Any]:
                 "results": results,
             }
         ],
+    }
+
+
+def sarif_results(review: Review) -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:
+    """The SARIF rules (each code once, in order of first use) and results of ``review``.
+
+    A finding is a result of its code's rule; a file to reformat, one of the ``format`` rule.
+    """
+    rules: dict[str, dict[str, Any]] = {}
+    results: list[dict[str, Any]] = []
+    for file in review.files:
+        for f in file.findings:
+            rules.setdefault(f.code, sarif_rule(f.code, f.message))
+            results.append(
+                sarif_result(f.code, SARIF_LEVELS[f.severity], f.message, f.file, f.line, f.column)
+            )
+        if not file.formatted:
+            rules.setdefault(FORMAT_RULE, sarif_rule(FORMAT_RULE, "File is not formatted"))
+            results.append(
+                sarif_result(
+                    FORMAT_RULE, "note", f"would reformat ({review.backend})", file.file, 1, 1
+                )
+            )
+    return list(rules.values()), results
+
+
+def sarif_rule(rule_id: str, description: str) -> dict[str, Any]:
+    """A SARIF ``reportingDescriptor``: the rule's id and one-line description."""
+    return {"id": rule_id, "shortDescription": {"text": description}}
+
+
+def sarif_result(
+    rule_id: str, level: str, message: str, file: str, line: int, column: int
+) -> dict[str, Any]:
+    """A SARIF ``result``: what rule ``rule_id`` found at ``file:line:column``."""
+    return {
+        "ruleId": rule_id,
+        "level": level,
+        "message": {"text": message},
+        "locations": [sarif_location(file, line, column)],
+    }
+
+
+def sarif_notification(file: FileReview) -> dict[str, Any]:
+    """A SARIF tool notification for a file that was not reviewed: an error if a linter crashed."""
+    return {
+        "level": "error" if file.error_kind == "crash" else "warning",
+        "message": {"text": f"{file.file}: {file.error}"},
+        "locations": [sarif_location(file.file, 1, 1)],
+    }
+
+
+def sarif_location(file: str, line: int, column: int) -> dict[str, Any]:
+    """A SARIF ``location``: ``file`` (relative to ``SRCROOT``) at ``line:column`` (1-based)."""
+    return {
+        "physicalLocation": {
+            "artifactLocation": {"uri": file.replace("\\", "/"), "uriBaseId": "SRCROOT"},
+            "region": {"startLine": max(line, 1), "startColumn": max(column, 1)},
+        }
     }

@@ -10,12 +10,19 @@ from __future__ import annotations
 import functools
 import os
 import threading
+from collections.abc import Sequence
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from corec_plugin_kit import HandlerError
 
+if TYPE_CHECKING:
+    from .findings import FileReview
+
 _LOCK = threading.Lock()
+
+#: How many reviewed files the model is shown.
+PROMPT_FILES = 5
 
 
 class ModelUnavailable(HandlerError):  # noqa: N818 - names the condition, like the kernel errors
@@ -39,6 +46,24 @@ def _load(path: str) -> tuple[Any, Any]:
         raise ModelUnavailable(f"cannot load the model at {path}: {exc}") from None
     model.eval()  # type: ignore[no-untyped-call]
     return tokenizer, model
+
+
+def prompt_source(paths: Sequence[Path], reviews: Sequence[FileReview], limit: int) -> str:
+    """The text the model reviews for a review of files: the first few it could review.
+
+    The model's context is small, and a prompt made of nothing would give suggestions about
+    nothing, so files that could not be reviewed or read are skipped.
+    """
+    from .files import Unreadable, read_source
+
+    texts: list[str] = []
+    for path, item in zip(paths, reviews, strict=True):
+        if item.error is None and len(texts) < PROMPT_FILES:
+            try:
+                texts.append(read_source(path, limit))
+            except Unreadable:
+                continue
+    return "\n".join(texts)
 
 
 def suggest(source: str, model_path: str | Path, max_new_tokens: int = 64) -> list[str]:

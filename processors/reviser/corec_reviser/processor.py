@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import asyncio
-import contextlib
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -14,6 +13,8 @@ from corec_plugin_kit import CommandContext, HandlerError, InvalidParams, hookim
 from .config import Backend, ReviserConfig
 
 if TYPE_CHECKING:
+    from concurrent.futures import Executor
+
     from .backends import Backend as ReviewBackend
     from .findings import FileReview
 
@@ -64,7 +65,6 @@ def _config(ctx: CommandContext) -> ReviserConfig:
 async def review_code(params: ReviewParams, ctx: CommandContext) -> dict[str, Any]:
     """Review Python code: the formatter's verdict and diff, pyflakes findings, suggestions."""
     from .backends import make_backend
-    from .files import PathProblem, Unreadable, collect, contained, read_source
     from .findings import Review, to_json
 
     config = _config(ctx)
@@ -72,68 +72,95 @@ async def review_code(params: ReviewParams, ctx: CommandContext) -> dict[str, An
     # black + pyflakes run in the kernel's process pool: a timeout or the worker's shutdown
     # kills them; ruff runs as subprocesses killed the same way.
     backend = make_backend(config, params.backend, runner=dispatcher.run_in_process)
-    loop = asyncio.get_running_loop()
+    paths: list[Path] = []
     if params.source is not None:
-        size = len(params.source.encode())
-        if size > config.max_source_bytes:
-            raise InvalidParams(
-                f"source is {size} bytes, over reviser.max_source_bytes={config.max_source_bytes}",
-                details=[{"loc": "source", "msg": "too large", "type": "too_large"}],
-            )
-        files = [await backend.areview(params.source, params.filename, fix=params.fix)]
+        files = [await _review_source(backend, params.source, params, config)]
     else:
-        if config.root is None:
-            raise InvalidParams(
-                "`paths` needs reviser.root in the config (the folder commands may read); "
-                "or send `source` instead",
-                details=[{"loc": "paths", "msg": "no reviser.root configured", "type": "config"}],
-            )
-        try:
-            targets = contained(config.root, params.paths or [])
-        except PathProblem as exc:
-            raise InvalidParams(
-                f"paths outside what reviser.root allows: {exc}",
-                details=[
-                    {"loc": "paths", "msg": f"{p['path']}: {p['reason']}", "type": "path"}
-                    for p in exc.problems
-                ],
-            ) from None
-        found = await loop.run_in_executor(
-            dispatcher.pool, collect, targets, config.root.resolve(), config
-        )
-        if len(found) > config.max_files:
-            raise InvalidParams(
-                f"{len(found)} files, over reviser.max_files={config.max_files}",
-                details=[{"loc": "paths", "msg": "too many files", "type": "too_many"}],
-            )
-        paths = [p for p, _ in found]
-        names = [n for _, n in found]
-        files = await backend.areview_files(paths, names)
-        if params.fix:
-            for i, item in enumerate(files):
-                if not item.formatted and item.error is None:
-                    files[i] = await _fixed(backend, paths[i], names[i], config.max_source_bytes)
+        paths, files = await _review_paths(backend, params, config, dispatcher.pool)
     review = Review(backend=backend.name, files=files)
     model_path = params.model or (str(config.model_path) if config.model_path else None)
     if model_path:
-        from .model import suggest
+        from .model import prompt_source, suggest
 
-        # For paths, the model sees the first few reviewed files: its context is small, and a
-        # prompt made of nothing would give suggestions about nothing.
+        # For paths, the model sees the first few reviewed files (model.prompt_source).
         if params.source is not None:
             text = params.source
         else:
-            texts: list[str] = []
-            for path, item in zip(paths, files, strict=True):
-                if item.error is None and len(texts) < 5:
-                    with contextlib.suppress(Unreadable):
-                        texts.append(read_source(path, config.max_source_bytes))
-            text = "\n".join(texts)
+            text = prompt_source(paths, files, config.max_source_bytes)
         # The kernel's thread pool: its threads never keep a stopping worker alive.
-        review.suggestions = await loop.run_in_executor(
+        review.suggestions = await asyncio.get_running_loop().run_in_executor(
             dispatcher.pool, suggest, text, model_path, config.model_max_new_tokens
         )
     return to_json(review)
+
+
+async def _review_source(
+    backend: ReviewBackend, source: str, params: ReviewParams, config: ReviserConfig
+) -> FileReview:
+    """``source``: one text, at most reviser.max_source_bytes, shown as ``filename``."""
+    size = len(source.encode())
+    if size > config.max_source_bytes:
+        raise InvalidParams(
+            f"source is {size} bytes, over reviser.max_source_bytes={config.max_source_bytes}",
+            details=[{"loc": "source", "msg": "too large", "type": "too_large"}],
+        )
+    return await backend.areview(source, params.filename, fix=params.fix)
+
+
+async def _review_paths(
+    backend: ReviewBackend, params: ReviewParams, config: ReviserConfig, pool: Executor
+) -> tuple[list[Path], list[FileReview]]:
+    """``paths``: the files under them (inside reviser.root, at most reviser.max_files).
+
+    Returns the files read and their reviews; with ``fix``, a file to reformat is reviewed
+    again for its formatted text.
+    """
+    from .files import collect
+
+    root = _review_root(config)
+    targets = _contained(root, params.paths or [])
+    loop = asyncio.get_running_loop()
+    found = await loop.run_in_executor(pool, collect, targets, root.resolve(), config)
+    if len(found) > config.max_files:
+        raise InvalidParams(
+            f"{len(found)} files, over reviser.max_files={config.max_files}",
+            details=[{"loc": "paths", "msg": "too many files", "type": "too_many"}],
+        )
+    paths = [p for p, _ in found]
+    names = [n for _, n in found]
+    files = await backend.areview_files(paths, names)
+    if params.fix:
+        for i, item in enumerate(files):
+            if not item.formatted and item.error is None:
+                files[i] = await _fixed(backend, paths[i], names[i], config.max_source_bytes)
+    return paths, files
+
+
+def _review_root(config: ReviserConfig) -> Path:
+    """reviser.root, which ``paths`` needs."""
+    if config.root is None:
+        raise InvalidParams(
+            "`paths` needs reviser.root in the config (the folder commands may read); "
+            "or send `source` instead",
+            details=[{"loc": "paths", "msg": "no reviser.root configured", "type": "config"}],
+        )
+    return config.root
+
+
+def _contained(root: Path, paths: list[str]) -> list[Path]:
+    """``paths`` resolved inside ``root``; InvalidParams names each one that is not."""
+    from .files import PathProblem, contained
+
+    try:
+        return contained(root, paths)
+    except PathProblem as exc:
+        raise InvalidParams(
+            f"paths outside what reviser.root allows: {exc}",
+            details=[
+                {"loc": "paths", "msg": f"{p['path']}: {p['reason']}", "type": "path"}
+                for p in exc.problems
+            ],
+        ) from None
 
 
 async def revise(params: ReviseParams, ctx: CommandContext) -> dict[str, Any]:

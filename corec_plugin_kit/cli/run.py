@@ -1,4 +1,9 @@
-"""``corec-kit run`` and ``corec-kit send``. Module level imports click only (fast --help)."""
+"""``corec-kit run`` (the worker) and ``corec-kit send`` (queue one command on the stream).
+
+Mounted lazily by :mod:`corec_plugin_kit.cli.core` (``LAZY_COMMANDS``); module level imports
+click and the cli package's state only (fast ``--help``): the worker's wiring
+(``runtime/service``) and the stream operations (``runtime/ops``) load when a command runs.
+"""
 
 from __future__ import annotations
 
@@ -7,7 +12,8 @@ from typing import Any
 
 import click
 
-from ..cli import echo_json, get_state, parse_params, with_params
+from ..errors import EXIT_HANDLER_ERROR, exit_code_for
+from .state import echo_json, get_state, parse_params, with_params
 
 
 def _asyncio_run(coro: Any) -> Any:
@@ -45,7 +51,7 @@ def run(
     import logging
 
     from ..redaction import install_log_redaction
-    from .service import run_worker
+    from ..runtime.service import run_worker
 
     state = get_state()
     if not state.debug:
@@ -96,9 +102,7 @@ def send(
     Exit codes with --wait are those of `exec` (0 ok, 1 handler error, 2 invalid command);
     a result that does not arrive in time exits 1 and leaves the command queued.
     """
-    from ..cli import WIRE_EXIT
-    from ..errors import EXIT_HANDLER_ERROR
-    from .ops import send_command
+    from ..runtime.ops import send_command
 
     if flat and codex:
         raise click.UsageError("--flat and --codex are two different forms; pick one")
@@ -116,11 +120,16 @@ def send(
             wait=timeout if wait else None,
         )
     )
-    if not wait:
+    if wait:
+        _print_result(outcome, timeout)
+    else:
         echo_json(
             {"id": outcome["id"], "entry_id": outcome["entry_id"], "stream": outcome["stream"]}
         )
-        return
+
+
+def _print_result(outcome: dict[str, Any], timeout: float) -> None:
+    """``send --wait``: print the result, exit as ``exec`` does (1 when none came in time)."""
     result = outcome.get("result")
     if result is None:
         click.echo(
@@ -131,4 +140,4 @@ def send(
         sys.exit(EXIT_HANDLER_ERROR)
     echo_json(result)
     if result.get("status") != "ok":
-        sys.exit(WIRE_EXIT.get((result.get("error") or {}).get("type", ""), EXIT_HANDLER_ERROR))
+        sys.exit(exit_code_for(str((result.get("error") or {}).get("type", ""))))

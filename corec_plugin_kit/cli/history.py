@@ -1,7 +1,8 @@
 """``corec-kit history``: look at command records, and purge old ones.
 
-Mounted lazily by ``corec_plugin_kit.cli`` (``LAZY_COMMANDS``); this module imports click only,
-so listing commands in ``--help`` or shell completion never loads a database driver.
+Mounted lazily by :mod:`corec_plugin_kit.cli.core` (``LAZY_COMMANDS``); this module imports
+click and the cli package's state only, so listing commands in ``--help`` or shell completion
+never loads a database driver: ``storage`` loads when the command runs.
 """
 
 from __future__ import annotations
@@ -11,6 +12,8 @@ from datetime import datetime, timedelta, timezone
 from typing import TYPE_CHECKING, Any
 
 import click
+
+from .state import F, echo_json, get_state
 
 if TYPE_CHECKING:
     from ..config import KernelConfig
@@ -81,7 +84,7 @@ async def _history(
     limit: int,
     purge: timedelta | None,
 ) -> tuple[list[Any], int | None, str]:
-    from . import open_store
+    from ..storage import open_store
 
     store = open_store(cfg)
     try:
@@ -95,37 +98,64 @@ async def _history(
         await store.close()
 
 
+def _purge_window(
+    cfg: KernelConfig, purge: bool, purge_older_than: timedelta | None
+) -> timedelta | None:
+    """What to purge first: ``--purge-older-than``, else ``--purge``'s configured retention."""
+    if not purge or purge_older_than is not None:
+        return purge_older_than
+    if cfg.records_retention_days is None:
+        from ..errors import ConfigError
+
+        raise ConfigError(
+            "--purge needs kernel.records_retention_days in the config "
+            "(or use --purge-older-than 30d)"
+        )
+    return timedelta(days=cfg.records_retention_days)
+
+
+history_options = [
+    click.option("--action", metavar="A", help="Only records of this action."),
+    click.option("--status", type=click.Choice(["ok", "error"]), help="Only this outcome."),
+    click.option(
+        "--since",
+        metavar="T",
+        callback=_since,
+        help="Only records finished since T: a duration back from now (15m, 2h, 7d) or an ISO "
+        "timestamp (UTC unless it names a zone).",
+    ),
+    click.option(
+        "--limit",
+        default=50,
+        show_default=True,
+        metavar="N",
+        type=click.IntRange(min=1),
+        help="At most N records.",
+    ),
+    click.option("--json", "as_json", is_flag=True, help="Print a JSON list, newest first."),
+    click.option(
+        "--purge-older-than",
+        "purge_older_than",
+        callback=_duration,
+        metavar="DURATION",
+        help="First delete records finished longer ago than DURATION (e.g. 30d), in batches.",
+    ),
+    click.option(
+        "--purge",
+        is_flag=True,
+        help="First delete records older than kernel.records_retention_days (config).",
+    ),
+]
+
+
+def with_history_options(func: F) -> F:
+    for option in reversed(history_options):
+        func = option(func)
+    return func
+
+
 @click.command("history")
-@click.option("--action", metavar="A", help="Only records of this action.")
-@click.option("--status", type=click.Choice(["ok", "error"]), help="Only this outcome.")
-@click.option(
-    "--since",
-    metavar="T",
-    callback=_since,
-    help="Only records finished since T: a duration back from now (15m, 2h, 7d) or an ISO "
-    "timestamp (UTC unless it names a zone).",
-)
-@click.option(
-    "--limit",
-    default=50,
-    show_default=True,
-    metavar="N",
-    type=click.IntRange(min=1),
-    help="At most N records.",
-)
-@click.option("--json", "as_json", is_flag=True, help="Print a JSON list, newest first.")
-@click.option(
-    "--purge-older-than",
-    "purge_older_than",
-    callback=_duration,
-    metavar="DURATION",
-    help="First delete records finished longer ago than DURATION (e.g. 30d), in batches.",
-)
-@click.option(
-    "--purge",
-    is_flag=True,
-    help="First delete records older than kernel.records_retention_days (config).",
-)
+@with_history_options
 def history(
     action: str | None,
     status: str | None,
@@ -147,19 +177,9 @@ def history(
       corec-kit history --purge-older-than 30d --limit 1
     """
     import asyncio
-    import json
-
-    from ..cli import get_state
-    from ..errors import ConfigError
 
     cfg = get_state().kernel().settings.kernel
-    if purge and purge_older_than is None:
-        if cfg.records_retention_days is None:
-            raise ConfigError(
-                "--purge needs kernel.records_retention_days in the config "
-                "(or use --purge-older-than 30d)"
-            )
-        purge_older_than = timedelta(days=cfg.records_retention_days)
+    purge_older_than = _purge_window(cfg, purge, purge_older_than)
     records, purged, where = asyncio.run(
         _history(
             cfg, action=action, status=status, since=since, limit=limit, purge=purge_older_than
@@ -168,11 +188,9 @@ def history(
     if purged is not None:
         click.echo(f"purged {purged} record{'s' if purged != 1 else ''} from {where}", err=True)
     if as_json:
-        rows = [record.as_dict() for record in records]
-        click.echo(json.dumps(rows, indent=2, ensure_ascii=False, default=str))
-        return
-    if not records:
+        echo_json([record.as_dict() for record in records])
+    elif not records:
         click.echo(f"no records match in {where}")
-        return
-    for record in records:
-        click.echo(_line(record))
+    else:
+        for record in records:
+            click.echo(_line(record))

@@ -1,0 +1,296 @@
+"""The worker's committer: records first, then one MULTI per batch.
+
+Per batch: the records are written (one round trip), then one transaction sends each entry's
+dead letter (if any) and result, and one XACK for the batch. An entry is acknowledged only after
+its record and result are durable. If the database or Redis is down the batch is held (its
+claims renewed) and retried with capped backoff. What an entry contains is confined to it: a
+record the database refuses, a reply stream Redis refuses each become that entry's dead letter.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+from dataclasses import dataclass
+from datetime import datetime, timezone
+from typing import TYPE_CHECKING, Any
+
+from redis.exceptions import ResponseError
+
+from ..envelopes import dead_letter_args, failed_envelope
+from ..errors import DatabaseUnavailable, DeadLettered
+from ..storage import Record, refuses_content
+from .state import Entry, WorkerState
+from .transport import TRANSIENT_REDIS, send_transaction
+
+if TYPE_CHECKING:
+    from ..config import KernelConfig
+
+log = logging.getLogger("corec_plugin_kit.worker")
+
+
+@dataclass(frozen=True, slots=True)
+class CommitLayout:
+    """Where a batch's results, dead letters and acknowledgement go (pure: no I/O)."""
+
+    stream: str
+    group: str
+    consumer: str
+    stream_out: str
+    dead_letter_stream: str
+    trim: tuple[Any, ...]  # MAXLEN ~ n for every XADD, or nothing
+
+    @classmethod
+    def of(cls, cfg: KernelConfig, consumer: str) -> CommitLayout:
+        trim = ("MAXLEN", "~", cfg.stream_maxlen) if cfg.stream_maxlen else ()
+        return cls(cfg.stream_in, cfg.group, consumer, cfg.stream_out, cfg.dead_letter_stream, trim)
+
+    def dead_letter(self, entry: Entry, failed_at: str) -> list[Any]:
+        """The XADD arguments of ``entry``'s dead letter (its fields, and why it failed)."""
+        env = entry.envelope
+        assert env is not None
+        return dead_letter_args(
+            entry.fields, entry.error_wire or env["error"], deliveries=entry.deliveries,
+            consumer=self.consumer, failed_at=failed_at, entry_id=entry.entry_id,
+        )  # fmt: skip
+
+    def transaction(
+        self, acked: list[Entry], failed_at: str
+    ) -> tuple[list[tuple[Any, ...]], list[Entry | None]]:
+        """MULTI, per entry its dead-letter XADD (if dead) and its result XADD (to
+        ``reply_to`` or ``stream_out``), one XACK for all, EXEC. Also, per queued command,
+        the entry whose result it writes (``None`` for a dead letter)."""
+        trim = self.trim
+        commands: list[tuple[Any, ...]] = [("MULTI",)]
+        owners: list[Entry | None] = []
+        for entry in acked:
+            env = entry.envelope
+            assert env is not None
+            if entry.dead:
+                commands.append(
+                    (
+                        "XADD",
+                        self.dead_letter_stream,
+                        *trim,
+                        "*",
+                        *self.dead_letter(entry, failed_at),
+                    )
+                )
+                owners.append(None)
+            xadd: tuple[Any, ...] = (
+                "XADD", entry.reply_to or self.stream_out, *trim, "*",
+                "id", env["id"], "action", env["action"], "status", env["status"],
+                "payload", entry.payload,
+            )  # fmt: skip
+            if entry.data is not None:
+                xadd += ("data", entry.data)
+            commands.append(xadd)
+            owners.append(entry)
+        commands.append(("XACK", self.stream, self.group, *[e.entry_id for e in acked]))
+        commands.append(("EXEC",))
+        return commands, owners
+
+
+def record_of(entry: Entry, finished_at: datetime) -> Record:
+    """The record of a finished entry, from its result envelope."""
+    assert entry.envelope is not None
+    return Record.from_result(
+        entry.envelope, params=entry.params, deliveries=entry.deliveries, finished_at=finished_at
+    )
+
+
+class Committing(WorkerState):
+    """Writes finished entries' records, results and dead letters, and acknowledges them."""
+
+    _acked: int
+
+    async def _commit_loop(self) -> None:
+        while True:
+            if not self._done:
+                if self._stopping.is_set() and not self.inflight:
+                    return  # shutting down and nothing left to commit
+                await self._done_event.wait()
+                self._done_event.clear()
+                continue
+            batch, self._done = self._done, []
+            self._committing = len(batch)
+            for entry in batch:
+                self.inflight.pop(entry.entry_id, None)
+            self._committing_ids = {entry.entry_id for entry in batch if entry.ack}
+            try:
+                durable = await self._commit(batch)
+            finally:
+                self._committing = 0
+                self._committing_ids = set()
+                for entry in batch:
+                    self._release_key(entry)
+            if durable:
+                self._count(batch)
+            self._room.set()
+
+    def _count(self, batch: list[Entry]) -> None:
+        acked = [entry for entry in batch if entry.ack]
+        for entry in acked:
+            self.stats.processed += 1
+            if entry.dead:
+                self.stats.dead_lettered += 1
+            if entry.envelope and entry.envelope["status"] == "ok":
+                self.stats.ok += 1
+            else:
+                self.stats.errors += 1
+        self._acked += len(acked)
+        if self.max_commands is not None and self._acked >= self.max_commands:
+            self.stop()
+
+    async def _commit(self, batch: list[Entry]) -> bool:
+        """Record, then MULTI(result XADDs, dead-letter XADDs, XACK). True once durable."""
+        acked = [e for e in batch if e.ack]
+        if not acked:
+            return True
+        if self.store is not None and not await self._write_records(acked):
+            return False
+        attempt = 0
+        while True:
+            try:
+                failed = await self._multi(acked)
+                break
+            except TRANSIENT_REDIS as exc:
+                attempt += 1
+                if self._give_up():
+                    return False
+                await self._backoff(attempt, "committing results", exc)
+        if failed:
+            await self._undeliverable(failed)
+        return True
+
+    async def _write_records(self, acked: list[Entry]) -> bool:
+        """Write the batch's records; False when shutdown cut the wait for the database short.
+
+        An outage, or a refusal that is not about the records' content (permissions, a
+        schema changed under us...), holds the batch: claims renewed, retried with backoff,
+        nothing acknowledged. A refusal of content (see :func:`refuses_content`) is narrowed
+        down by writing the records one at a time: each record refused alone is its entry's
+        dead letter, and the rest of the batch commits.
+        """
+        store = self.store
+        assert store is not None
+        now = datetime.now(timezone.utc)
+        entries = [e for e in acked if e.record]
+        attempt = 0
+        while entries:
+            try:
+                await store.write_batch([record_of(e, now) for e in entries])
+                return True
+            except DatabaseUnavailable as exc:
+                reason: BaseException = exc
+            except Exception as exc:  # noqa: BLE001 - classified below; never stops the worker
+                if refuses_content(exc):
+                    return await self._write_one_by_one(entries, now)
+                log.error("the database refused a batch of records (%s: %s); holding it",
+                          type(exc).__name__, exc)  # fmt: skip
+                reason = exc
+            attempt += 1
+            if self._give_up():
+                return False
+            await self._renew([e.entry_id for e in acked])
+            await self._backoff(attempt, "writing records", reason)
+        return True
+
+    async def _write_one_by_one(self, entries: list[Entry], now: datetime) -> bool:
+        store = self.store
+        assert store is not None
+        if len(entries) > 1:
+            log.warning("the database refused a batch of %d records; writing them one by one",
+                        len(entries))  # fmt: skip
+        held: list[Entry] = []
+        for entry in entries:
+            try:
+                await store.write_batch([record_of(entry, now)])
+            except Exception as exc:  # noqa: BLE001 - classified below
+                if refuses_content(exc):
+                    await self._unrecordable(entry, exc, now)
+                else:
+                    held.append(entry)
+        # Whatever failed for another reason (an outage that began meanwhile) is retried.
+        return await self._write_records(held) if held else True
+
+    async def _unrecordable(self, entry: Entry, exc: Exception, now: datetime) -> None:
+        """The database refuses this entry's record: dead-letter it, keep a bare record."""
+        store = self.store
+        assert store is not None
+        reason = f"{type(exc).__name__}: {exc}"[:500]
+        log.warning("the record of %s cannot be written (%s); dead-lettering it",
+                    entry.entry_id, reason)  # fmt: skip
+        env = entry.envelope
+        assert env is not None
+        ran = "ran and succeeded" if env["status"] == "ok" else "failed"
+        dead = DeadLettered(
+            f"the command {ran}, but its record cannot be written: {reason}",
+            details={"record_error": reason, "status": env["status"]},
+        )
+        self._set_answer(entry, failed_envelope(env, dead), dead=True)
+        bare = record_of(entry, now)
+        bare.params = None
+        with contextlib.suppress(DatabaseUnavailable, Exception):
+            await store.write_batch([bare])
+
+    async def _multi(self, acked: list[Entry]) -> list[tuple[Entry, Exception]]:
+        """Send the batch's transaction (:meth:`CommitLayout.transaction`).
+
+        Returns the entries whose result could not be written (their reply stream is not a
+        stream, say); everything else in the transaction, the XACK included, took effect.
+        """
+        now = datetime.now(timezone.utc).isoformat()
+        commands, owners = self.layout.transaction(acked, now)
+        for entry in acked:
+            if entry.dead:
+                self.metrics.dead_letter(entry.envelope["action"] if entry.envelope else "")
+        replies = await send_transaction(self.redis, commands)
+        failed: list[tuple[Entry, Exception]] = []
+        for owner, reply in zip(owners, replies, strict=False):
+            if isinstance(reply, Exception):
+                if owner is None:
+                    log.error("dead-letter stream %r refused an entry: %s",
+                              self.cfg.dead_letter_stream, reply)  # fmt: skip
+                else:
+                    failed.append((owner, reply))
+        ack = replies[-1] if replies else None
+        if isinstance(ack, Exception):
+            # NOGROUP: the group was deleted; the reader re-creates it. Results are written.
+            log.warning("XACK failed: %s", ack)
+        return failed
+
+    async def _undeliverable(self, failed: list[tuple[Entry, Exception]]) -> None:
+        """Results Redis refused (already acknowledged): dead-letter each, with the reason."""
+        now = datetime.now(timezone.utc).isoformat()
+        for entry, exc in failed:
+            env = entry.envelope
+            assert env is not None
+            if entry.dead:  # its dead letter went out in the same MULTI: that is its answer
+                log.warning("the result of %s cannot be written to %r (%s); it is dead-lettered",
+                            entry.entry_id, entry.reply_to, exc)  # fmt: skip
+                continue
+            log.warning("the result of %s cannot be written to %r (%s); dead-lettering it",
+                        entry.entry_id, entry.reply_to, exc)  # fmt: skip
+            dead = DeadLettered(
+                f"the reply stream {str(entry.reply_to)[:100]!r} cannot be written: {exc}",
+                details={"reply_to": str(entry.reply_to)[:200], "result": env},
+            )
+            entry.error_wire = dead.to_wire()
+            entry.dead = True
+            self.metrics.dead_letter(env["action"])
+            await self._send_dead_letter(self.layout.dead_letter(entry, now))
+
+    async def _send_dead_letter(self, fields: list[Any]) -> None:
+        for attempt in range(1, 6):
+            try:
+                await self.redis.execute_command("XADD", self.cfg.dead_letter_stream, "*", *fields)
+                return
+            except TRANSIENT_REDIS as err:
+                if self._give_up():
+                    return
+                await self._backoff(attempt, "dead-lettering an undeliverable result", err)
+            except ResponseError as err:
+                log.error("dead-letter stream %r refused an entry: %s",
+                          self.cfg.dead_letter_stream, err)  # fmt: skip
+                return

@@ -1,0 +1,46 @@
+"""Version shims for the stream runtime (Python 3.10 to 3.13): the only place that checks
+``sys.version_info``."""
+
+from __future__ import annotations
+
+import asyncio
+import sys
+from collections.abc import AsyncIterator, Coroutine
+from contextlib import asynccontextmanager
+from typing import Any
+
+if sys.version_info >= (3, 12):
+
+    def start_task(
+        loop: asyncio.AbstractEventLoop, coro: Coroutine[Any, Any, Any]
+    ) -> asyncio.Task[Any]:
+        """Start ``coro`` as a task, eagerly: one that never suspends finishes without a trip
+        through the loop. The loop is passed explicitly: without it the task looks the loop up
+        through the policy, which under ``uvloop.run()`` has none."""
+        return asyncio.Task(coro, loop=loop, eager_start=True)
+
+else:  # pragma: no cover - version dependent
+
+    def start_task(
+        loop: asyncio.AbstractEventLoop, coro: Coroutine[Any, Any, Any]
+    ) -> asyncio.Task[Any]:
+        """Start ``coro`` as a task (eager start needs 3.12)."""
+        return loop.create_task(coro)
+
+
+if sys.version_info >= (3, 11):
+    #: ``async with timeout_ctx(seconds)``: the builtin ``TimeoutError`` past ``seconds``.
+    timeout_ctx = asyncio.timeout
+
+else:  # pragma: no cover - 3.10 only
+    from async_timeout import timeout as _async_timeout
+
+    @asynccontextmanager
+    async def timeout_ctx(seconds: float) -> AsyncIterator[None]:
+        """As on 3.11+: the builtin ``TimeoutError`` (an ``OSError``, which the worker treats
+        as a transient Redis failure), where 3.10 raises ``asyncio.TimeoutError``."""
+        try:
+            async with _async_timeout(seconds):
+                yield
+        except asyncio.TimeoutError:
+            raise TimeoutError(f"no reply within {seconds:g}s") from None

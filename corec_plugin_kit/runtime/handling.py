@@ -1,0 +1,186 @@
+"""The worker's handling: one task per command, its time limit, and its answer.
+
+``_handle_inner`` routes the command once, asks the processor's circuit breaker, arms one
+timer (cheaper than a timeout context per command), runs the handler through
+:meth:`Dispatcher.run <corec_plugin_kit.dispatch.Dispatcher.run>` and applies
+:func:`~.policy.settle`'s decision. Answers are encoded once, here (``_set_answer``), so what
+cannot be encoded is confined to its entry; the committer writes them.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from collections import deque
+from typing import Any
+
+from ..envelopes import as_text as _s
+from ..envelopes import codex_data, dumps, failed_envelope, result_envelope
+from ..errors import CorecError, HandlerError, UnknownAction
+from .compat import start_task
+from .policy import Step, exhausted, settle
+from .state import Entry, WorkerState
+
+log = logging.getLogger("corec_plugin_kit.worker")
+
+
+class Handling(WorkerState):
+    """Runs commands and turns their outcomes into answers, parked or retried entries."""
+
+    def _spawn(self, entry: Entry) -> None:
+        self.inflight[entry.entry_id] = entry
+        entry.timed_out = False
+        task = entry.task = start_task(self._loop, self._handle(entry))
+        if not task.done():
+            self._tasks.add(task)
+            task.add_done_callback(self._tasks.discard)
+
+    async def _handle(self, entry: Entry) -> None:
+        try:
+            await self._handle_inner(entry)
+        except asyncio.CancelledError:
+            # Shutdown past the grace period: the entry stays pending for another consumer.
+            self.inflight.pop(entry.entry_id, None)
+            self._release_key(entry)
+            raise
+        except Exception as exc:  # pragma: no cover - a kit bug: answer, dead-letter, go on
+            log.exception("worker failed on entry %s; dead-lettering it", entry.entry_id)
+            error = HandlerError(
+                f"internal error in the worker: {type(exc).__name__}: {exc} (please report it)"
+            )
+            self._answer_invalid(entry, error, time.perf_counter(), entry.command)
+
+    async def _handle_inner(self, entry: Entry) -> None:
+        start = time.perf_counter()
+        command = entry.command
+        assert command is not None  # parsed when taken
+        action = command["action"]
+        spec = self.dispatcher.routing.get(action)
+        if spec is None:
+            self._answer_invalid(entry, UnknownAction(action), start, command)
+            return
+        entry.processor = spec.processor
+        breaker = self.breaker(spec.processor)
+        admitted, entry.admitted = entry.admitted, False
+        if not admitted and not breaker.allow():
+            self._park(entry)
+            return
+        # One timer per command (cheaper than a timeout context): it cancels the task.
+        timer = self._loop.call_later(self.dispatcher.timeout_for(spec), self._timed_out, entry)
+        try:
+            envelope, error = await self.dispatcher.run(
+                spec, command, entry_id=entry.entry_id, attempt=entry.deliveries,
+                timeout=False, started=start,
+            )  # fmt: skip
+        except asyncio.CancelledError:
+            if not entry.timed_out:
+                raise
+            task = asyncio.current_task()
+            if task is not None and hasattr(task, "uncancel"):
+                task.uncancel()
+            error = self.dispatcher.timeout_error(spec)
+            envelope = result_envelope(
+                entry.key, action, error=error, processor=spec.processor,
+                attempt=entry.deliveries, started=start, entry_id=entry.entry_id,
+            )  # fmt: skip
+        finally:
+            timer.cancel()
+        outcome = "ok" if error is None else error.wire_type
+        self.metrics.finished(spec.processor, action, outcome, time.perf_counter() - start)
+        self._settled(entry, envelope, error, breaker)
+
+    def _settled(
+        self, entry: Entry, envelope: dict[str, Any], error: CorecError | None, breaker: Any
+    ) -> None:
+        """Apply :func:`~.policy.settle`'s decision to a command that ran."""
+        step = settle(
+            error, breaker, deliveries=entry.deliveries, max_deliveries=self.cfg.max_deliveries
+        )
+        if step is Step.ANSWER:
+            self._answer(entry, envelope)
+        elif step is Step.ANSWER_DEAD:
+            self._answer(entry, envelope, dead=True)
+        elif step is Step.PARK:
+            # The processor's dependency looks down: hold the entry (its claim renewed, its
+            # delivery count untouched) and never dead-letter it for that.
+            self._park(entry)
+        elif step is Step.DEAD_LETTER:
+            assert error is not None
+            dead = exhausted(
+                envelope["action"], error,
+                deliveries=entry.deliveries, max_deliveries=self.cfg.max_deliveries,
+            )  # fmt: skip
+            self._answer(entry, failed_envelope(envelope, dead), dead=True)
+        else:
+            self.stats.retried += 1
+            self._finish(entry)  # not acked: redelivered after claim_idle_ms
+
+    def _timed_out(self, entry: Entry) -> None:
+        task = entry.task
+        if task is not None and not task.done():
+            entry.timed_out = True
+            task.cancel()
+
+    def _answer_invalid(
+        self,
+        entry: Entry,
+        exc: CorecError,
+        start: float,
+        command: dict[str, Any] | None = None,
+    ) -> None:
+        """Answer an entry that never reaches a handler (or broke the worker); dead-letter it."""
+        action = (command or {}).get("action") or (
+            # From the raw field when the command did not parse: made safe to record.
+            _s(entry.fields.get(b"action", b""))[:100].replace("\x00", "\ufffd")
+        )
+        envelope = result_envelope(
+            (command or {}).get("id") or entry.entry_id, action, error=exc,
+            attempt=entry.deliveries, started=start, entry_id=entry.entry_id,
+        )  # fmt: skip
+        self.metrics.finished(None, str(action), exc.wire_type, time.perf_counter() - start)
+        self._answer(entry, envelope, dead=True)
+
+    def _answer(self, entry: Entry, envelope: dict[str, Any], *, dead: bool = False) -> None:
+        self._set_answer(entry, envelope, dead=dead)
+        self._finish(entry)
+
+    def _set_answer(self, entry: Entry, envelope: dict[str, Any], *, dead: bool = False) -> None:
+        """Encode the result once, here: what cannot be encoded is confined to this entry.
+
+        A command that came in codex's ``data`` form also gets codex's response as ``data``.
+        """
+        codex = entry.command is not None and entry.command.get("wire") == "codex"
+        try:
+            entry.payload = dumps(envelope)
+            entry.data = codex_data(envelope) if codex else None
+        except (TypeError, ValueError) as exc:  # orjson.JSONEncodeError is a TypeError
+            envelope = failed_envelope(envelope, unencodable(envelope, exc))
+            entry.payload = dumps(envelope)
+            entry.data = codex_data(envelope) if codex else None
+        entry.envelope = envelope
+        entry.ack = True
+        entry.dead = dead
+        if dead:
+            entry.error_wire = envelope["error"]
+
+    def _park(self, entry: Entry) -> None:
+        # The entry keeps its command key while parked: same-key entries wait behind it.
+        self.inflight.pop(entry.entry_id, None)
+        self.parked.setdefault(entry.processor or "", deque()).append(entry)
+        self._parked_ids.add(entry.entry_id)
+        self._room.set()
+
+    def _finish(self, entry: Entry) -> None:
+        self._done.append(entry)
+        self._done_event.set()
+        # A handler slot is free: the reader may go on while the committer records this one.
+        self._room.set()
+
+
+def unencodable(envelope: dict[str, Any], exc: Exception) -> HandlerError:
+    """The error of a command whose result (or error details) cannot be encoded as JSON."""
+    return HandlerError(
+        f"the result of {str(envelope.get('action'))[:100]!r} cannot be encoded as JSON "
+        f"({exc}); return JSON values (str, int within 64 bits, float, bool, None, list, dict)"
+    )

@@ -1,0 +1,173 @@
+"""The worker's maintainer: what keeps a long run healthy, on a timer.
+
+It renews the claims of long-running, parked and held entries (XCLAIM JUSTID, which does not
+count a delivery), reclaims idle entries of dead consumers (XAUTOCLAIM, in ``reading``), probes
+open circuit breakers with parked entries, updates the lag and pending gauges, trims the input
+stream below the oldest entry any group still needs, removes dead consumers and purges old
+records.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import time
+from datetime import timedelta
+
+from redis.exceptions import ResponseError
+
+from ..envelopes import as_text as _s
+from ..errors import DatabaseUnavailable
+from . import metrics
+from .reading import id_key
+from .state import WorkerState
+from .transport import TRANSIENT_REDIS
+
+log = logging.getLogger("corec_plugin_kit.worker")
+
+#: How many ids one XCLAIM carries.
+CLAIM_CHUNK = 500
+
+
+class Maintenance(WorkerState):
+    """Claims, reclaims, breaker probes, gauges, trims, consumer pruning, record purges."""
+
+    async def _renew(self, ids: list[str]) -> None:
+        """Reset the idle time of entries we still own (JUSTID: no delivery is counted)."""
+        if not ids:
+            return
+        with contextlib.suppress(*TRANSIENT_REDIS, ResponseError):
+            for i in range(0, len(ids), CLAIM_CHUNK):
+                await self.redis.xclaim(
+                    self.stream, self.group, self.consumer, 0, ids[i : i + CLAIM_CHUNK],
+                    justid=True,
+                )  # fmt: skip
+
+    async def _release(self, ids: list[str]) -> None:
+        """Make entries we cannot finish reclaimable at once by other consumers."""
+        if not ids:
+            return
+        idle = self.cfg.claim_idle_ms + 1
+        with contextlib.suppress(*TRANSIENT_REDIS, ResponseError):
+            for i in range(0, len(ids), CLAIM_CHUNK):
+                await self.redis.xclaim(
+                    self.stream, self.group, self.consumer, 0, ids[i : i + CLAIM_CHUNK],
+                    idle=idle, justid=True,
+                )  # fmt: skip
+            self.stats.released += len(ids)
+
+    def _retry_parked(self) -> None:
+        for processor, queue in self.parked.items():
+            breaker = self.breaker(processor)
+            while queue and breaker.allow():
+                entry = queue.popleft()
+                self._parked_ids.discard(entry.entry_id)
+                entry.taken_at = time.monotonic()
+                entry.admitted = True
+                self._spawn(entry)
+                if breaker.current() != "closed":
+                    break  # one probe at a time while half-open
+
+    async def _update_gauges(self) -> None:
+        with contextlib.suppress(*TRANSIENT_REDIS, ResponseError):
+            for group in await self.redis.xinfo_groups(self.stream):
+                if _s(group.get("name")) == self.group:
+                    metrics.PENDING.labels(self.stream, self.group).set(group.get("pending") or 0)
+                    lag = group.get("lag")
+                    if lag is not None:
+                        metrics.LAG.labels(self.stream, self.group).set(lag)
+
+    async def trim_input(self) -> None:
+        """XTRIM MINID ~ below the oldest entry that any group has pending or not yet read."""
+        if not self.cfg.trim_stream_in:
+            return
+        keep: list[str] = []
+        for group in await self.redis.xinfo_groups(self.stream):
+            keep.append(_s(group["last-delivered-id"]))
+            if group.get("pending"):
+                summary = await self.redis.xpending(self.stream, group["name"])
+                if summary.get("min"):
+                    keep.append(_s(summary["min"]))
+        if keep:
+            await self.redis.xtrim(self.stream, minid=min(keep, key=id_key), approximate=True)
+
+    async def _prune_consumers(self, idle_ms: int) -> None:
+        """Remove consumers of dead workers: idle past the bound and owning nothing."""
+        from .consumers import prune_consumers
+
+        removed = await prune_consumers(
+            self.redis, self.stream, self.group, idle_ms, keep=self.consumer
+        )
+        if removed:
+            log.info("removed %d dead consumers from %r: %s",
+                     len(removed), self.group, ", ".join(removed[:20]))  # fmt: skip
+
+    async def _purge(self, days: float) -> None:
+        """Delete records older than ``records_retention_days`` (in batches, by the store)."""
+        if self.store is None:
+            return
+        try:
+            removed = await self.store.purge(timedelta(days=days))
+        except DatabaseUnavailable as exc:
+            log.warning("record purge skipped: %s", exc)
+            return
+        if removed:
+            log.info("purged %d records older than %g days", removed, days)
+
+    def _held_ids(self, now: float, renew_every: float) -> list[str]:
+        """Entries whose claim needs renewing: running long, parked, or held while the
+        database or Redis is away."""
+        ids = [e.entry_id for e in self.inflight.values() if now - e.taken_at > renew_every]
+        ids += [e.entry_id for q in self.parked.values() for e in q]
+        ids += self._committing_ids
+        return ids
+
+    async def _maintain(self) -> None:
+        cfg = self.cfg
+        renew_every = max(0.05, cfg.claim_idle_ms / 3000)
+        # The periodic tasks, in the order they run, and their periods (seconds).
+        every: dict[str, float] = {}
+        if not self.burst:
+            every["reclaim"] = max(0.05, cfg.claim_idle_ms / 2000)
+        every["gauges"] = 5.0
+        every["trim"] = cfg.trim_interval_s
+        if cfg.dead_consumer_idle_ms is not None:
+            every["prune"] = min(300, cfg.dead_consumer_idle_ms / 2000)
+        if self.store is not None and cfg.records_retention_days:
+            # Purge expired records at start, then every hour (or half the retention if shorter).
+            every["purge"] = min(3600.0, cfg.records_retention_days * 43_200)
+        last = dict.fromkeys(every, 0.0)
+        while not self._stopping.is_set():
+            with contextlib.suppress(asyncio.TimeoutError, TimeoutError):
+                await asyncio.wait_for(self._stopping.wait(), min(renew_every, 1.0))
+            if self._stopping.is_set():
+                return
+            now = time.monotonic()
+            try:
+                await self._renew(self._held_ids(now, renew_every))
+                self._retry_parked()
+                for name, period in every.items():
+                    if now - last[name] >= period:
+                        last[name] = now
+                        await self._periodic(name)
+            except ResponseError as exc:
+                if "NOGROUP" in str(exc):
+                    continue  # the reader re-creates the group
+                log.warning("maintenance: %s", exc)
+            except TRANSIENT_REDIS as exc:
+                log.debug("maintenance: Redis unreachable (%s)", exc)
+
+    async def _periodic(self, name: str) -> None:
+        """Run the periodic task ``name`` (see :meth:`_maintain`)."""
+        cfg = self.cfg
+        if name == "reclaim":
+            await self.reclaim()
+        elif name == "gauges":
+            await self._update_gauges()
+        elif name == "trim":
+            await self.trim_input()
+        elif name == "prune" and cfg.dead_consumer_idle_ms is not None:
+            await self._prune_consumers(cfg.dead_consumer_idle_ms)
+        elif name == "purge":
+            await self._purge(cfg.records_retention_days or 0)

@@ -1,0 +1,113 @@
+"""The shared query builder and row mapping, per dialect, without a database.
+
+The store contract (test_store_contract.py) runs the statements against both databases; these
+tests pin what that cannot see: statements are built once, placeholders match parameters, the
+logical schema is what each dialect creates, and a row maps back to the record it came from.
+"""
+
+from __future__ import annotations
+
+import itertools
+import re
+from datetime import datetime, timedelta, timezone
+
+import pytest
+
+from corec_plugin_kit.storage import Record
+from corec_plugin_kit.storage._schema import COLUMNS, MIGRATIONS, SCHEMA_VERSION, TABLE
+from corec_plugin_kit.storage._sql import KEY_CHUNK, POSTGRES, SQLITE, Statements
+
+DIALECTS = pytest.mark.parametrize("sql", [SQLITE, POSTGRES], ids=["sqlite", "postgresql"])
+FINISHED = datetime(2026, 5, 4, 3, 2, 1, 123456, tzinfo=timezone.utc)
+
+
+def placeholders(sql: Statements, text: str) -> int:
+    """How many parameters ``text`` takes."""
+    if sql.dialect.numbered:
+        return max((int(n) for n in re.findall(r"\$(\d+)", text)), default=0)
+    return text.count("?")
+
+
+def test_schema_version_is_the_last_migration() -> None:
+    assert SCHEMA_VERSION == MIGRATIONS[-1][0] == 2
+    assert [version for version, _ in MIGRATIONS] == list(range(1, SCHEMA_VERSION + 1))
+
+
+@DIALECTS
+def test_migrations_create_every_column_of_the_logical_schema(sql: Statements) -> None:
+    assert [version for version, _ in sql.migrations] == [v for v, _ in MIGRATIONS]
+    create = sql.migrations[0][1][0]
+    assert create.startswith(f"CREATE TABLE {TABLE} (")
+    declared = [line.strip().split()[0] for line in create.splitlines()[1:-1]]
+    assert declared == list(COLUMNS)
+
+
+@DIALECTS
+def test_every_statement_takes_as_many_parameters_as_it_is_given(sql: Statements) -> None:
+    assert placeholders(sql, sql.upsert) == len(COLUMNS)
+    assert placeholders(sql, sql.get) == 1
+    assert placeholders(sql, sql.record_version) == 1
+    assert placeholders(sql, sql.purge) == len(sql.purge_args(FINISHED, 10))
+    for action, status, since in itertools.product(("a", None), ("ok", None), (FINISHED, None)):
+        text, args = sql.query(action, status, since, 5)
+        assert placeholders(sql, text) == len(args)
+        assert args[-1] == 5
+
+
+@DIALECTS
+def test_statements_are_built_once_not_per_call(sql: Statements) -> None:
+    first, _ = sql.query("a", None, None, 1)
+    again, _ = sql.query("b", None, None, 2)
+    assert first is again
+    keys = [f"k{i}" for i in range(3)]
+    assert sql.find_ok(keys)[0][0] is sql.find_ok(list(reversed(keys)))[0][0]
+
+
+def test_sqlite_looks_keys_up_in_lists_of_at_most_the_chunk_size() -> None:
+    keys = [f"k{i}" for i in range(2 * KEY_CHUNK + 1)]
+    statements = SQLITE.find_ok(keys)
+    assert [len(args) for _, args in statements] == [KEY_CHUNK, KEY_CHUNK, 1]
+    assert [placeholders(SQLITE, text) for text, _ in statements] == [KEY_CHUNK, KEY_CHUNK, 1]
+    assert [key for _, args in statements for key in args] == keys
+
+
+def test_postgresql_looks_keys_up_in_one_array_parameter() -> None:
+    keys = [f"k{i}" for i in range(2 * KEY_CHUNK + 1)]
+    assert POSTGRES.find_ok(keys) == [(POSTGRES.find_ok(["x"])[0][0], (keys,))]
+
+
+@DIALECTS
+def test_a_row_maps_back_to_its_record(sql: Statements) -> None:
+    record = Record(
+        command_key="k",
+        action="act",
+        processor=None,
+        status="ok",
+        params={"a": [1, 2.5, None]},
+        result="done",
+        error=None,
+        deliveries=2,
+        created_at=FINISHED - timedelta(seconds=3),
+        finished_at=FINISHED,
+        duration_ms=1.5,
+    )
+    row = sql.row(record, datetime.now(timezone.utc))
+    assert len(row) == len(COLUMNS)
+    # As the database hands it back: JSON as text (SQLite TEXT) or parsed by the server.
+    assert sql.record(row) == record
+
+
+def test_sqlite_timestamps_are_fixed_width_utc_text() -> None:
+    local = FINISHED.astimezone(timezone(timedelta(hours=5)))
+    row = SQLITE.row(Record("k", "a", None, "ok", finished_at=local), FINISHED)
+    assert row[COLUMNS.index("finished_at")] == "2026-05-04T03:02:01.123456+00:00"
+    whole = SQLITE.row(
+        Record("k", "a", None, "ok", created_at=FINISHED.replace(microsecond=0)), FINISHED
+    )
+    assert whole[COLUMNS.index("created_at")] == "2026-05-04T03:02:01.000000+00:00"
+
+
+def test_upsert_arrays_needs_array_parameters() -> None:
+    assert "unnest(" in POSTGRES.upsert_arrays()
+    with pytest.raises(ValueError, match="no array parameters"):
+        SQLITE.upsert_arrays()
