@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import ast
 import sys
+from collections.abc import Callable
 from typing import Any
 
 import pytest
@@ -71,15 +72,30 @@ CASES: dict[str, tuple[str, str]] = {
     "DuplicateArgument": ("F831", "def f(a, a):\n    pass\n"),
     "UnusedVariable": ("F841", "def f():\n    x = 1\n"),
     "UnusedAnnotation": ("F842", "def f():\n    x: int\n"),
-    # flake8 calls this one F824; the reviser's table says F843 (ruff has neither).
-    "UnusedIndirectAssignment": ("F843", "def f():\n    global g\n"),
+    # flake8's code (pyflakes itself numbers nothing; flake8's table is the reference).
+    "UnusedIndirectAssignment": ("F824", "def f():\n    global g\n"),
+    # Lazy imports (PEP 810) parse on Python 3.15+ only.
+    "LazyImportNotAtModuleScope": ("F708", "def f():\n    lazy import os\n"),
+    "LazyImportStarNotPermitted": ("F709", "lazy from os import *\n"),
+    "EagerUseOfLazyImport": ("F851", "lazy import os\nos.sep\n"),
     "RaiseNotImplemented": ("F901", "raise NotImplemented\n"),
 }
 
 NEEDS_DOCTEST = {"DoctestSyntaxError"}
-#: Messages about syntax new in Python 3.14 (t-strings), and those this Python cannot parse.
-SYNTAX_3_14 = {"TStringMissingPlaceholders"}
-UNPARSABLE = SYNTAX_3_14 if sys.version_info < (3, 14) else set()
+#: Messages about syntax new in Python 3.14 (t-strings) and 3.15 (lazy imports), with the
+#: extra arguments pyflakes builds them with, and those this Python cannot parse.
+SYNTAX_3_14: dict[str, Callable[[ast.stmt], tuple[Any, ...]]] = {
+    "TStringMissingPlaceholders": lambda _node: (),
+}
+SYNTAX_3_15: dict[str, Callable[[ast.stmt], tuple[Any, ...]]] = {
+    "LazyImportNotAtModuleScope": lambda _node: (),
+    "LazyImportStarNotPermitted": lambda _node: ("os",),
+    "EagerUseOfLazyImport": lambda node: ("os", node),  # the name, where it was imported
+}
+UNPARSABLE = {
+    **(SYNTAX_3_14 if sys.version_info < (3, 14) else {}),
+    **(SYNTAX_3_15 if sys.version_info < (3, 15) else {}),
+}
 
 
 class _Messages:
@@ -106,7 +122,7 @@ def test_every_entry_of_the_table_has_a_case() -> None:
     assert set(CASES) == set(PYFLAKES_CODES)
 
 
-@pytest.mark.parametrize("name", sorted(set(CASES) - NEEDS_DOCTEST - UNPARSABLE))
+@pytest.mark.parametrize("name", sorted(set(CASES) - NEEDS_DOCTEST - set(UNPARSABLE)))
 def test_pyflakes_message_gets_its_code(name: str) -> None:
     code, source = CASES[name]
     raw = _Messages()
@@ -136,10 +152,12 @@ def test_messages_about_syntax_this_python_does_not_parse() -> None:
     """No source can make pyflakes report these here: the real pyflakes message classes, built
     as pyflakes builds them (file name, a node for the position), go through the back-end's
     reporter. On a Python that parses the syntax, the parametrized test runs them for real."""
-    for name in sorted(SYNTAX_3_14):
+    for name, extra in sorted(UNPARSABLE.items()):
+        if not hasattr(messages, name):
+            continue  # an older pyflakes (4.0 on 3.10) has no such message: it never says it
         code, _source = CASES[name]
         node = ast.parse("x").body[0]  # any node: pyflakes reads lineno and col_offset
-        message = getattr(messages, name)("case.py", node)
+        message = getattr(messages, name)("case.py", node, *extra(node))
         collector = _Collector("case.py")
         collector.flake(message)
         assert [(f.code, f.message) for f in collector.findings] == [(code, _text(message))]

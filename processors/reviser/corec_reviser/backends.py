@@ -83,6 +83,8 @@ PYFLAKES_CODES = {
     "YieldOutsideFunction": "F704",
     "ReturnOutsideFunction": "F706",
     "DefaultExceptNotLast": "F707",
+    "LazyImportNotAtModuleScope": "F708",
+    "LazyImportStarNotPermitted": "F709",
     "DoctestSyntaxError": "F721",
     "ForwardAnnotationSyntaxError": "F722",
     "RedefinedWhileUnused": "F811",
@@ -91,8 +93,9 @@ PYFLAKES_CODES = {
     "UndefinedLocal": "F823",
     "DuplicateArgument": "F831",
     "UnusedVariable": "F841",
+    "UnusedIndirectAssignment": "F824",
     "UnusedAnnotation": "F842",
-    "UnusedIndirectAssignment": "F843",
+    "EagerUseOfLazyImport": "F851",
     "RaiseNotImplemented": "F901",
 }
 
