@@ -10,7 +10,9 @@ the raw loop measured in the same run, which is the number to compare across mac
     python benchmarks/bench_runtime.py --n 5000 --repeat 1 # quicker
 
 Scenarios: raw (the baseline), kernel (records off), sqlite, postgres (records on), two
-workers (records off), latency (open loop at --rate commands/s: p50/p99 from send to result).
+workers (records off), workers2 and sqlite_workers2 (`run --workers 2`: a supervisor and two
+worker processes; compared with kernel and sqlite in the same round), latency (open loop at
+--rate commands/s: p50/p99 from send to result).
 Needs Redis (COREC_TEST_REDIS_URL, default redis://127.0.0.1:6379/0) and, for postgres,
 COREC_TEST_POSTGRES_URL (default postgresql://postgres@127.0.0.1:5432/test).
 """
@@ -188,13 +190,19 @@ def scenario(kind: str, n: int, r: syncredis.Redis) -> dict[str, Any]:
             base = kind.removeprefix("before:")
             lookup = not base.endswith("_nolookup")
             base = base.removesuffix("_nolookup")
+            # "workers2", "sqlite_workers2": one `corec-kit run --workers 2` (a supervisor).
+            supervised = base.endswith("workers2")
+            base = base.removesuffix("workers2").removesuffix("_") or "kernel"
             records = {"kernel": "off", "two_workers": "off"}.get(base, base)
             env = worker_env(streams, records, state, tree)
             if not lookup:
                 env["COREC_KERNEL__REPLAY_FINISHED"] = "false"
             cmd = [*CORE_KIT, "run", "--burst", "-q"]
-            count = 2 if kind == "two_workers" else 1
-            rss = run_children([([*cmd, "--consumer", f"w{i}"], env) for i in range(count)])
+            if supervised:
+                rss = run_children([([*cmd, "--workers", "2", "--consumer", "w"], env)])
+            else:
+                count = 2 if kind == "two_workers" else 1
+                rss = run_children([([*cmd, "--consumer", f"w{i}"], env) for i in range(count)])
         rate = drain_rate(r, streams["stream_out"], n)
         pending = r.xpending(streams["stream_in"], streams["group"])["pending"]
         if pending:
@@ -247,12 +255,15 @@ PAIRS = [
     ("kernel", "before:kernel"),
     ("sqlite", "before:sqlite"),
     ("postgres", "before:postgres"),
+    ("workers2", "kernel"),
+    ("sqlite_workers2", "sqlite"),
 ]
 
 
 ORDER = [
     "raw", "kernel", "before:kernel", "sqlite", "sqlite_nolookup", "before:sqlite",
-    "postgres", "postgres_nolookup", "before:postgres", "two_workers",
+    "postgres", "postgres_nolookup", "before:postgres", "two_workers", "workers2",
+    "sqlite_workers2",
 ]  # fmt: skip
 
 

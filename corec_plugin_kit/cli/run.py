@@ -8,6 +8,7 @@ click and the cli package's state only (fast ``--help``): the worker's wiring
 from __future__ import annotations
 
 import sys
+from pathlib import Path
 from typing import Any
 
 import click
@@ -34,31 +35,50 @@ def _asyncio_run(coro: Any) -> Any:
 )
 @click.option("--max-commands", type=click.IntRange(1), help="Stop after acknowledging N commands.")
 @click.option("--consumer", help="Consumer name in the group (default: host-pid).")
+@click.option(
+    "--workers",
+    default="1",
+    show_default=True,
+    metavar="N|auto",
+    help="Worker processes on this host under one supervisor, which restarts any that dies and "
+    "serves one metrics endpoint for all (auto: one per CPU). Consumers are named <consumer>-<i>.",
+)
 @click.option("--quiet", "-q", is_flag=True, help="Do not print the summary at exit.")
+@click.option("--metrics-snapshot", type=click.Path(file_okay=False, path_type=Path), hidden=True)
 def run(
     burst: bool,
     concurrency: int | None,
     max_commands: int | None,
     consumer: str | None,
+    workers: str,
     quiet: bool,
+    metrics_snapshot: Path | None,
 ) -> None:
     """Run the worker: read commands from stream_in, dispatch, write results.
 
     Runs until SIGTERM or Ctrl-C (finishing in-flight commands within shutdown_grace_s, then
-    exit 0), or with --burst until the stream is drained. Start several to share the work: they
-    join one consumer group.
+    exit 0), or with --burst until the stream is drained. For several workers on one host use
+    --workers; on other hosts start more `corec-kit run`: they all join one consumer group.
     """
-    import logging
+    from ..runtime.supervisor import worker_count
 
-    from ..redaction import install_log_redaction
+    try:
+        count = worker_count(workers)
+    except ValueError as exc:
+        raise click.BadParameter(str(exc), param_hint="--workers") from None
+    state = get_state()
+    _configure_logging(state.debug, f"[{consumer}] " if metrics_snapshot else "")
+    kernel = state.kernel()
+    if count > 1:
+        run_args = [*(["--burst"] if burst else [])]
+        run_args += [*(["--concurrency", str(concurrency)] if concurrency else [])]
+        run_args += [*(["--max-commands", str(max_commands)] if max_commands else [])]
+        _supervise(
+            kernel, count, consumer, run_args, concurrency=concurrency, quiet=quiet, burst=burst
+        )
+        return
     from ..runtime.service import run_worker
 
-    state = get_state()
-    if not state.debug:
-        logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(message)s")
-    # The root handler redacts URL passwords in every line, the libraries' lines included.
-    install_log_redaction(root_handlers=True)
-    kernel = state.kernel()
     stats = _asyncio_run(
         run_worker(
             kernel,
@@ -67,11 +87,87 @@ def run(
             concurrency=concurrency,
             consumer=consumer,
             install_signals=True,
+            metrics_snapshot=metrics_snapshot,
         )
     )
     if not quiet:
         summary = ", ".join(f"{k}={v}" for k, v in stats.as_dict().items())
         click.echo(f"worker stopped: {summary}", err=True)
+
+
+def _configure_logging(debug: bool, prefix: str) -> None:
+    import logging
+
+    from ..redaction import install_log_redaction
+
+    if not debug:
+        logging.basicConfig(
+            level=logging.INFO, format=f"%(asctime)s %(levelname)s {prefix}%(message)s"
+        )
+    # The root handler redacts URL passwords in every line, the libraries' lines included.
+    install_log_redaction(root_handlers=True)
+
+
+def _global_args() -> list[str]:
+    """The global options of this invocation, for the worker processes (--plugin travels in
+    COREC_PLUGINS, which the group exported)."""
+    state = get_state()
+    args = [*(["-c", state.config] if state.config else [])]
+    args += [*(["--debug"] if state.debug else []), *(["--strict"] if state.strict else [])]
+    for name in state.load or []:
+        args += ["--load", name]
+    for name in state.disable:
+        args += ["--disable", name]
+    return args
+
+
+def _supervise(
+    kernel: Any,
+    count: int,
+    consumer: str | None,
+    run_args: list[str],
+    *,
+    concurrency: int | None,
+    quiet: bool,
+    burst: bool,
+) -> None:
+    """``--workers N``: start the workers under a supervisor; exit with its code."""
+    import logging
+    import os
+    import socket
+
+    from ..runtime.connection import RedisHandle
+    from ..runtime.service import metrics_display, startup_line
+    from ..runtime.supervisor import Supervisor, worker_argv
+
+    cfg = kernel.settings.kernel
+    base = consumer or cfg.consumer or f"{socket.gethostname()}-{os.getpid()}"
+    supervisor = Supervisor(
+        worker_argv(_global_args(), run_args),
+        count,
+        base,
+        grace=cfg.shutdown_grace_s,
+        burst=burst,
+    )
+    try:
+        server = supervisor.serve_metrics(cfg.metrics_port, cfg.metrics_addr)
+        line = startup_line(
+            kernel, redis=RedisHandle(cfg).display, consumer=f"{base}-0..{count - 1}",
+            concurrency=concurrency or cfg.concurrency,
+            metrics=metrics_display(cfg.metrics_port, cfg.metrics_addr), workers=count,
+        )  # fmt: skip
+        logging.getLogger("corec_plugin_kit.supervisor").info("%s", line)
+        code = supervisor.run()
+        if server is not None:
+            server.shutdown()
+            server.server_close()
+        if not quiet:
+            summary = ", ".join(f"{k}={v}" for k, v in supervisor.stats().items())
+            click.echo(f"workers stopped: {summary}", err=True)
+    finally:
+        supervisor.close()
+    if code:
+        sys.exit(code)
 
 
 @click.command("send")

@@ -6,13 +6,16 @@ label children in dicts so the per-command cost is a dict lookup plus an increme
 
 from __future__ import annotations
 
+import os
 import weakref
 from bisect import bisect_left
 from collections import defaultdict
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
+from pathlib import Path
 from typing import Any
 
-from prometheus_client import REGISTRY, Counter, Gauge, start_http_server
+import orjson
+from prometheus_client import REGISTRY, CollectorRegistry, Counter, Gauge, start_http_server
 from prometheus_client.core import (
     CounterMetricFamily,
     GaugeMetricFamily,
@@ -93,9 +96,95 @@ class Recorder:
         DEAD_LETTERS.labels(action if action in self.known else "unknown").inc()
 
 
-def serve(port: int, addr: str = "127.0.0.1") -> Any:
-    """Serve /metrics on ``addr:port`` in a daemon thread; returns the server (or None if 0)."""
+def serve(port: int, addr: str = "127.0.0.1", registry: CollectorRegistry = REGISTRY) -> Any:
+    """Serve /metrics on ``addr:port`` in a daemon thread; returns the server (or None if 0).
+
+    A port that cannot be bound (taken by another worker or program) is a
+    :class:`~corec_plugin_kit.errors.ConfigError` that says what to change.
+    """
     if not port:
         return None
-    server, _thread = start_http_server(port, addr)
+    try:
+        server, _thread = start_http_server(port, addr, registry=registry)
+    except OSError as exc:
+        from ..errors import ConfigError
+
+        raise ConfigError(
+            f"the metrics port {addr}:{port} cannot be served ({exc.strerror or exc}): set "
+            "kernel.metrics_port (env COREC_KERNEL__METRICS_PORT) to a free port, or 0 for no "
+            "metrics; to run several workers on one host, start one `corec-kit run --workers N` "
+            "(one metrics endpoint for all of them)"
+        ) from None
     return server
+
+
+# --------------------------------------------------------------------------- several workers
+# `corec-kit run --workers N`: each worker process writes its metrics to a snapshot file once a
+# second; the supervisor serves their sum on the one metrics port of the host. Counters and
+# histograms of workers that died stay in the sum (their files stay), so they survive restarts.
+
+#: Gauges summed over the live workers; every other gauge takes the live workers' maximum
+#: (lag, pending and circuit state describe the shared stream and processors).
+SUMMED_GAUGES = {"corec_commands_in_flight"}
+
+
+def snapshot(extra: dict[str, Any] | None = None) -> dict[str, Any]:
+    """This process's ``corec_*`` metrics as plain data (for :class:`SnapshotCollector`)."""
+    families = []
+    for family in REGISTRY.collect():
+        if not family.name.startswith("corec_"):
+            continue
+        samples = [
+            [sample.name, sample.labels, sample.value]
+            for sample in family.samples
+            if not sample.name.endswith("_created")
+        ]
+        families.append([family.name, family.type, family.documentation, samples])
+    return {"pid": os.getpid(), "families": families, **(extra or {})}
+
+
+def write_snapshot(path: Path, extra: dict[str, Any] | None = None) -> None:
+    """Write :func:`snapshot` to ``path`` atomically (a reader never sees half a file)."""
+    tmp = path.with_name(f".{path.name}.tmp")
+    tmp.write_bytes(orjson.dumps(snapshot(extra)))
+    os.replace(tmp, path)
+
+
+def read_snapshots(folder: Path) -> list[dict[str, Any]]:
+    """Every snapshot in ``folder`` (one per worker process that ever ran)."""
+    out = []
+    for path in sorted(folder.glob("*.json")):
+        try:
+            out.append(orjson.loads(path.read_bytes()))
+        except (OSError, orjson.JSONDecodeError):  # pragma: no cover - written atomically
+            continue
+    return out
+
+
+class SnapshotCollector:
+    """The supervisor's collector: the sum of its workers' snapshots (see :func:`snapshot`)."""
+
+    def __init__(self, folder: Path, live: Callable[[], set[int]]) -> None:
+        self.folder = folder
+        self.live = live
+
+    def collect(self) -> Iterator[Metric]:
+        live = self.live()
+        merged: dict[str, tuple[str, str, dict[tuple[str, tuple[Any, ...]], float]]] = {}
+        for snap in read_snapshots(self.folder):
+            alive = snap.get("pid") in live
+            for name, kind, doc, samples in snap["families"]:
+                if kind == "gauge" and not alive:
+                    continue  # a dead worker has nothing in flight and no current view
+                _, _, values = merged.setdefault(name, (kind, doc, {}))
+                for sample, labels, value in samples:
+                    key = (sample, tuple(sorted(labels.items())))
+                    if kind != "gauge" or name in SUMMED_GAUGES:
+                        values[key] = values.get(key, 0.0) + value
+                    else:
+                        values[key] = max(values.get(key, value), value)
+        for name, (kind, doc, values) in merged.items():
+            family = Metric(name, doc, kind)
+            for (sample, labels), value in values.items():
+                family.add_sample(sample, dict(labels), value)
+            yield family

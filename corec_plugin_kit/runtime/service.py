@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
+import asyncio
 import logging
+import os
+from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from .connection import RedisHandle
@@ -26,6 +29,54 @@ async def open_records(kernel: Kernel) -> Any:
     return store
 
 
+def database_display(kernel: Kernel) -> str:
+    """Where records go, for the start-up line (no password)."""
+    from ..redaction import redact_url
+
+    cfg = kernel.settings.kernel
+    if not cfg.records:
+        return "off"
+    if cfg.database_url is None:
+        return f"sqlite:///{cfg.state_dir / 'corec.db'}"
+    return redact_url(cfg.database_url.get_secret_value())
+
+
+def startup_line(
+    kernel: Kernel,
+    *,
+    redis: str,
+    consumer: str,
+    concurrency: int,
+    metrics: str,
+    workers: int | str = 1,
+) -> str:
+    """What ``corec-kit run`` says when it starts: what it reads, where it writes, with what."""
+    cfg = kernel.settings.kernel
+    infos = kernel.processors.infos.values()
+    loaded = ", ".join(sorted(i.name for i in infos if i.status == "loaded")) or "none"
+    failed = ", ".join(sorted(i.name for i in infos if i.status == "failed")) or "none"
+    streams = f"{cfg.stream_in} -> {cfg.stream_out} (dead letters {cfg.dead_letter_stream})"
+    return (
+        f"corec-kit run: {streams}, group {cfg.group}, consumer {consumer}; Redis {redis};"
+        f" records {database_display(kernel)}; metrics {metrics}; processors {loaded}"
+        f" (failed: {failed}); concurrency {concurrency}; workers {workers}"
+    )
+
+
+def metrics_display(port: int, addr: str) -> str:
+    return f"http://{addr}:{port}/metrics" if port else "off"
+
+
+async def _write_snapshots(folder: Path, worker: Any) -> None:
+    """Under ``--workers``: this worker's metrics, once a second, for the supervisor."""
+    from . import metrics
+
+    path = folder / f"{worker.consumer}-{os.getpid()}.json"
+    while True:
+        metrics.write_snapshot(path, {"stats": worker.counts()})
+        await asyncio.sleep(1.0)
+
+
 async def run_worker(
     kernel: Kernel,
     *,
@@ -34,8 +85,13 @@ async def run_worker(
     concurrency: int | None = None,
     consumer: str | None = None,
     install_signals: bool = False,
+    metrics_snapshot: Path | None = None,
 ) -> WorkerStats:
-    """Connect everything, run one worker until it stops, release everything."""
+    """Connect everything, run one worker until it stops, release everything.
+
+    ``metrics_snapshot``: a folder where this worker writes its metrics for a supervisor
+    (``--workers``) instead of serving them itself.
+    """
     from ..redaction import install_log_redaction
     from . import metrics
     from .worker import Worker
@@ -48,10 +104,12 @@ async def run_worker(
     redis = await handle.connect()
     store = None
     server = None
+    snapshots: asyncio.Task[None] | None = None
     try:
         store = await open_records(kernel)
         kernel.redis, kernel.store = redis, store
-        server = metrics.serve(cfg.metrics_port, cfg.metrics_addr)
+        if metrics_snapshot is None:
+            server = metrics.serve(cfg.metrics_port, cfg.metrics_addr)
         async with kernel:
             worker = Worker(
                 kernel,
@@ -64,8 +122,29 @@ async def run_worker(
                 reconnect=handle.ensure_server,
             )
             kernel.runtime = worker
-            return await worker.run(install_signals=install_signals)
+            supervised = metrics_snapshot is not None
+            shown = metrics_display(cfg.metrics_port, cfg.metrics_addr)
+            log.info(
+                "%s",
+                startup_line(
+                    kernel, redis=handle.display, consumer=worker.consumer,
+                    concurrency=worker.concurrency,
+                    metrics="served by the supervisor" if supervised else shown,
+                    workers="one of the supervisor's" if supervised else 1,
+                ),
+            )  # fmt: skip
+            if metrics_snapshot is not None:
+                snapshots = asyncio.ensure_future(_write_snapshots(metrics_snapshot, worker))
+            stats = await worker.run(install_signals=install_signals)
+            if metrics_snapshot is not None:
+                metrics.write_snapshot(
+                    metrics_snapshot / f"{worker.consumer}-{os.getpid()}.json",
+                    {"stats": worker.counts()},
+                )
+            return stats
     finally:
+        if snapshots is not None:
+            snapshots.cancel()
         kernel.runtime = None
         kernel.redis = kernel.store = None
         if server is not None:

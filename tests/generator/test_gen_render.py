@@ -156,6 +156,11 @@ async def test_fastapi_defaults_and_flipped(gen_exec: Any, roots: dict[str, Path
     assert "CORSMiddleware" in (big / "big_shop" / "main.py").read_text()
     assert "big_shop.main:app" in (big / "Dockerfile").read_text()
     check_python(big)
+    # Never the kit's metrics port (kernel.metrics_port, 8000): both run side by side.
+    for name in ("Dockerfile", "README.md"):
+        text = (big / name).read_text()
+        assert "8080" in text and "8000:" not in text and "port 8000" not in text, name
+    assert '"--port", "8080"' in (big / "Dockerfile").read_text()
 
 
 async def test_react_defaults_and_flipped(gen_exec: Any, roots: dict[str, Path]) -> None:

@@ -91,10 +91,11 @@ CLI_MD = (DOCS / "cli.md").read_text()
 
 
 def option_names(command: click.Command) -> set[str]:
-    """Each option as docs/cli.md writes it: ``--json``, ``-p``/``--param``."""
+    """Each option as docs/cli.md writes it: ``--json``, ``-p``/``--param`` (hidden ones,
+    internal to the kit such as the supervisor's ``--metrics-snapshot``, are not documented)."""
     names = set()
     for param in command.params:
-        if isinstance(param, click.Option) and "--help" not in param.opts:
+        if isinstance(param, click.Option) and "--help" not in param.opts and not param.hidden:
             names.add("/".join(f"`{opt}`" for opt in sorted(param.opts, key=len)))
     return names
 
