@@ -21,9 +21,10 @@ import os
 import re
 import socket
 import sys
-from collections.abc import Iterable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from pathlib import Path
 from typing import Any
+from urllib.parse import parse_qsl
 
 from pydantic import (
     BaseModel,
@@ -91,6 +92,70 @@ def _host_problem(hosts: str, forms: str, *, many: bool = False) -> str | None:
     return None
 
 
+def _is_uint(value: str) -> bool:
+    return value.isdigit()
+
+
+def _is_positive(value: str) -> bool:
+    try:
+        return float(value) > 0
+    except ValueError:
+        return False
+
+
+def _is_bool(value: str) -> bool:
+    # What redis-py's to_bool reads as false ("0", "f", "false", "n", "no") or plainly true.
+    return value.lower() in {"0", "1", "f", "t", "false", "true", "n", "y", "no", "yes"}
+
+
+#: Query parameters of a Redis URL that redis-py reads and corec-kit passes on, each with a
+#: check of its value and what the value must be. redis-py hands any other parameter to its
+#: connection class, which fails on it at connect time: it is a config error here instead.
+REDIS_QUERY_PARAMS: dict[str, tuple[Callable[[str], bool], str]] = {
+    "db": (_is_uint, "a database number"),
+    "username": (bool, ""),
+    "password": (bool, ""),
+    "client_name": (bool, ""),
+    "protocol": (lambda value: value in ("2", "3"), "2 or 3"),
+    "socket_timeout": (_is_positive, "seconds (a number > 0)"),
+    "socket_connect_timeout": (_is_positive, "seconds (a number > 0)"),
+    "socket_keepalive": (_is_bool, "true or false"),
+    "retry_on_timeout": (_is_bool, "true or false"),
+    "health_check_interval": (_is_uint, "whole seconds"),
+    "max_connections": (lambda value: value.isdigit() and int(value) > 0, "a number >= 1"),
+    "ssl_cert_reqs": (lambda value: value in ("none", "optional", "required"),
+                      "none, optional or required"),
+    "ssl_check_hostname": (_is_bool, "true or false"),
+}  # fmt: skip
+#: redis-py's TLS file parameters: read from the kernel keys instead, which are checked.
+REDIS_TLS_FILE_PARAMS = {
+    "ssl_ca_certs": "redis_tls_ca_file",
+    "ssl_certfile": "redis_tls_cert_file",
+    "ssl_keyfile": "redis_tls_key_file",
+}
+
+
+def _redis_query_problem(scheme: str, query: str) -> str | None:
+    """What is wrong with the query of a Redis URL (never quoting a value: passwords)."""
+    for name, value in parse_qsl(query):  # redis-py drops parameters without a value too
+        if name in REDIS_TLS_FILE_PARAMS:
+            key = REDIS_TLS_FILE_PARAMS[name]
+            return (
+                f"the query parameter {name} is not read: set kernel.{key} "
+                f"(COREC_{key.upper()}) to the file instead"
+            )
+        check = REDIS_QUERY_PARAMS.get(name)
+        if check is None:
+            known = ", ".join(sorted(REDIS_QUERY_PARAMS))
+            return f"the query parameter {name!r} is not one redis-py reads here ({known})"
+        if name.startswith("ssl_") and scheme != "rediss":
+            return f"the query parameter {name} is a TLS setting: it needs a rediss:// URL"
+        valid, wanted = check
+        if not valid(value):
+            return f"the query parameter {name} must be {wanted}"
+    return None
+
+
 def redis_url_problem(url: str) -> str | None:
     """What is wrong with a ``kernel.redis_url`` (``None`` when it is usable)."""
     split = _split_url(url, REDIS_FORMS)
@@ -103,13 +168,39 @@ def redis_url_problem(url: str) -> str | None:
             f"write {REDIS_FORMS}"
         )
     path = re.split(r"[?#]", rest, maxsplit=1)[0]
+    query = rest[len(path) :].split("#", 1)[0].removeprefix("?")
     if scheme == "unix":
         if hosts or len(path) < 2:
             return f"names no socket file; write {REDIS_FORMS}"
-        return None
+        return _redis_query_problem(scheme, query)
     if path.strip("/") and not path.strip("/").isdigit():
         return f"the database after the host must be a number; write {REDIS_FORMS}"
-    return _host_problem(hosts, REDIS_FORMS)
+    return _host_problem(hosts, REDIS_FORMS) or _redis_query_problem(scheme, query)
+
+
+#: What each TLS file key must hold (for the messages).
+_TLS_FILES = {
+    "redis_tls_ca_file": "the CA certificate(s), PEM, that the Redis server's certificate "
+    "chains to",
+    "redis_tls_cert_file": "the client certificate, PEM, that the Redis server checks",
+    "redis_tls_key_file": "the unencrypted private key, PEM, of redis_tls_cert_file",
+}
+
+
+def tls_file_problem(key: str, path: Path) -> str | None:
+    """What is wrong with the file a ``kernel.redis_tls_*_file`` key names (its content is
+    loaded when connecting)."""
+    if not path.exists():
+        return f"no such file: {path} (it must hold {_TLS_FILES[key]})"
+    if not path.is_file():
+        return f"not a file: {path} (it must hold {_TLS_FILES[key]})"
+    if not os.access(path, os.R_OK):
+        return f"cannot be read by this user: {path}"
+    return None
+
+
+#: The ``sslmode`` values asyncpg (as libpq) accepts in a PostgreSQL URL.
+PG_SSLMODES = ("disable", "allow", "prefer", "require", "verify-ca", "verify-full")
 
 
 def database_url_problem(url: str) -> str | None:
@@ -127,6 +218,12 @@ def database_url_problem(url: str) -> str | None:
         return None
     if scheme not in ("postgresql", "postgres", "postgresql+asyncpg"):
         return f"database_url is {scheme}://...; accepted: {DATABASE_FORMS}"
+    query = rest.split("?", 1)[1].split("#", 1)[0] if "?" in rest else ""
+    for name, value in parse_qsl(query):
+        # asyncpg reads sslmode (and sslrootcert, sslcert, sslkey...) from the DSN as given; a
+        # mistyped mode would be its ClientConfigurationError at connect time.
+        if name == "sslmode" and value not in PG_SSLMODES:
+            return f"the query parameter sslmode must be one of {', '.join(PG_SSLMODES)}"
     if not hosts and re.search(r"[?&]host=", rest):
         return None  # postgresql://user@/db?host=/run/postgresql: a Unix socket
     return _host_problem(hosts, DATABASE_FORMS, many=True)
@@ -163,6 +260,21 @@ class KernelConfig(BaseModel):
     )
     redis_url: SecretStr | None = Field(
         None, description="redis://, rediss:// or unix:// URL; unset = embedded Valkey"
+    )
+    # After redis_url: their validator reads it (rediss:// only).
+    redis_tls_ca_file: Path | None = Field(
+        None,
+        description="rediss://: CA certificate file (PEM) the server's certificate must chain "
+        "to; unset = the system's CAs",
+    )
+    redis_tls_cert_file: Path | None = Field(
+        None,
+        description="rediss://: client certificate file (PEM), for a server that requires one",
+    )
+    redis_tls_key_file: Path | None = Field(
+        None,
+        description="rediss://: the client certificate's private key file (PEM, unencrypted); "
+        "unset = in redis_tls_cert_file",
     )
     database_url: SecretStr | None = Field(
         None, description="postgresql:// or sqlite:/// URL; unset = SQLite in state_dir"
@@ -240,6 +352,24 @@ class KernelConfig(BaseModel):
         if problem:
             raise PydanticCustomError("url", problem)
         return SecretStr(url)
+
+    @field_validator("redis_tls_ca_file", "redis_tls_cert_file", "redis_tls_key_file")
+    @classmethod
+    def _tls_file(cls, value: Path | None, info: ValidationInfo) -> Path | None:
+        if value is None:
+            return None
+        problem = tls_file_problem(str(info.field_name), value)
+        if problem:
+            raise PydanticCustomError("tls_file", "{problem}", {"problem": problem})
+        url = info.data.get("redis_url")  # absent when it is invalid: reported already
+        # Unset: the embedded server on a unix socket, which no TLS key concerns.
+        if url is not None and not url.get_secret_value().lower().startswith("rediss://"):
+            raise PydanticCustomError(
+                "tls_needs_rediss",
+                "set, but kernel.redis_url is not a rediss:// URL, so TLS is off; write "
+                "rediss://host:port, or unset this key",
+            )
+        return value
 
     @field_validator("reply_to_pattern")
     @classmethod

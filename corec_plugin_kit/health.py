@@ -71,13 +71,22 @@ def _processors_entry(kernel: Kernel) -> tuple[dict[str, Any], list[str]]:
 
 
 async def _redis_entry(cfg: KernelConfig) -> dict[str, Any]:
+    from redis.exceptions import ResponseError
+
     from .runtime.connection import RedisHandle
 
     handle: RedisHandle | None = None
     try:
         handle = RedisHandle(cfg)
         redis = await handle.connect()
-        info = await redis.info("server")
+        try:
+            info = await redis.info("server")
+        except ResponseError:  # an ACL user without +info (a producer, say): PING answered
+            return {
+                "ok": True,
+                "detail": f"{handle.display} answers (server version hidden: this user may "
+                "not run INFO)",
+            }
         version = info.get("valkey_version") or info.get("redis_version") or "?"
         return {"ok": True, "detail": f"{handle.display} answers (server {version})"}
     except CorecError as exc:

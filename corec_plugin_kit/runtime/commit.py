@@ -21,7 +21,7 @@ from ..envelopes import dead_letter_args, failed_envelope
 from ..errors import DatabaseUnavailable, DeadLettered
 from ..storage import Record, refuses_content
 from .state import Entry, WorkerState
-from .transport import TRANSIENT_REDIS, send_transaction
+from .transport import TRANSIENT_REDIS, send_transaction, slot_of
 
 if TYPE_CHECKING:
     from ..config import KernelConfig
@@ -39,11 +39,17 @@ class CommitLayout:
     stream_out: str
     dead_letter_stream: str
     trim: tuple[Any, ...]  # MAXLEN ~ n for every XADD, or nothing
+    #: On a Redis Cluster, the hash slot of ``stream``: a transaction holds only keys of one
+    #: slot, so XADDs to streams of other slots are sent on their own, before it.
+    slot: int | None = None
 
     @classmethod
-    def of(cls, cfg: KernelConfig, consumer: str) -> CommitLayout:
+    def of(cls, cfg: KernelConfig, consumer: str, *, cluster: bool = False) -> CommitLayout:
         trim = ("MAXLEN", "~", cfg.stream_maxlen) if cfg.stream_maxlen else ()
-        return cls(cfg.stream_in, cfg.group, consumer, cfg.stream_out, cfg.dead_letter_stream, trim)
+        slot = slot_of(cfg.stream_in) if cluster else None
+        return cls(
+            cfg.stream_in, cfg.group, consumer, cfg.stream_out, cfg.dead_letter_stream, trim, slot
+        )
 
     def dead_letter(self, entry: Entry, failed_at: str) -> list[Any]:
         """The XADD arguments of ``entry``'s dead letter (its fields, and why it failed)."""
@@ -54,29 +60,22 @@ class CommitLayout:
             consumer=self.consumer, failed_at=failed_at, entry_id=entry.entry_id,
         )  # fmt: skip
 
-    def transaction(
-        self, acked: list[Entry], failed_at: str
-    ) -> tuple[list[tuple[Any, ...]], list[Entry | None]]:
+    def transaction(self, acked: list[Entry], failed_at: str) -> Layout:
         """MULTI, per entry its dead-letter XADD (if dead) and its result XADD (to
         ``reply_to`` or ``stream_out``), one XACK for all, EXEC. Also, per queued command,
-        the entry whose result it writes (``None`` for a dead letter)."""
+        the entry whose result it writes (``None`` for a dead letter); and on a cluster the
+        XADDs to other slots, with their entries, to send first."""
         trim = self.trim
         commands: list[tuple[Any, ...]] = [("MULTI",)]
         owners: list[Entry | None] = []
+        outside: list[tuple[tuple[Any, ...], Entry | None]] = []
         for entry in acked:
             env = entry.envelope
             assert env is not None
             if entry.dead:
-                commands.append(
-                    (
-                        "XADD",
-                        self.dead_letter_stream,
-                        *trim,
-                        "*",
-                        *self.dead_letter(entry, failed_at),
-                    )
-                )
-                owners.append(None)
+                dead = ("XADD", self.dead_letter_stream, *trim, "*",
+                        *self.dead_letter(entry, failed_at))  # fmt: skip
+                self._place(dead, None, commands, owners, outside)
             xadd: tuple[Any, ...] = (
                 "XADD", entry.reply_to or self.stream_out, *trim, "*",
                 "id", env["id"], "action", env["action"], "status", env["status"],
@@ -84,11 +83,30 @@ class CommitLayout:
             )  # fmt: skip
             if entry.data is not None:
                 xadd += ("data", entry.data)
-            commands.append(xadd)
-            owners.append(entry)
+            self._place(xadd, entry, commands, owners, outside)
         commands.append(("XACK", self.stream, self.group, *[e.entry_id for e in acked]))
         commands.append(("EXEC",))
-        return commands, owners
+        return commands, owners, outside
+
+    def _place(
+        self,
+        command: tuple[Any, ...],
+        owner: Entry | None,
+        commands: list[tuple[Any, ...]],
+        owners: list[Entry | None],
+        outside: list[tuple[tuple[Any, ...], Entry | None]],
+    ) -> None:
+        if self.slot is not None and slot_of(command[1]) != self.slot:
+            outside.append((command, owner))
+        else:
+            commands.append(command)
+            owners.append(owner)
+
+
+#: What :meth:`CommitLayout.transaction` returns.
+Layout = tuple[
+    list[tuple[Any, ...]], list[Entry | None], list[tuple[tuple[Any, ...], Entry | None]]
+]
 
 
 def record_of(entry: Entry, finished_at: datetime) -> Record:
@@ -238,27 +256,39 @@ class Committing(WorkerState):
         """Send the batch's transaction (:meth:`CommitLayout.transaction`).
 
         Returns the entries whose result could not be written (their reply stream is not a
-        stream, say); everything else in the transaction, the XACK included, took effect.
+        stream, say); everything else in the transaction, the XACK included, took effect. On
+        a cluster, XADDs to other slots go first, each on its own: a crash between them and
+        the transaction leaves the entry pending (redelivered; at-least-once, as ever).
         """
         now = datetime.now(timezone.utc).isoformat()
-        commands, owners = self.layout.transaction(acked, now)
+        commands, owners, outside = self.layout.transaction(acked, now)
         for entry in acked:
             if entry.dead:
                 self.metrics.dead_letter(entry.envelope["action"] if entry.envelope else "")
-        replies = await send_transaction(self.redis, commands)
         failed: list[tuple[Entry, Exception]] = []
+        for command, owner in outside:
+            try:
+                await self.redis.execute_command(*command)
+            except ResponseError as exc:
+                self._refused(owner, exc, failed)
+        replies = await send_transaction(self.redis, commands)
         for owner, reply in zip(owners, replies, strict=False):
             if isinstance(reply, Exception):
-                if owner is None:
-                    log.error("dead-letter stream %r refused an entry: %s",
-                              self.cfg.dead_letter_stream, reply)  # fmt: skip
-                else:
-                    failed.append((owner, reply))
+                self._refused(owner, reply, failed)
         ack = replies[-1] if replies else None
         if isinstance(ack, Exception):
             # NOGROUP: the group was deleted; the reader re-creates it. Results are written.
             log.warning("XACK failed: %s", ack)
         return failed
+
+    def _refused(
+        self, owner: Entry | None, exc: Exception, failed: list[tuple[Entry, Exception]]
+    ) -> None:
+        if owner is None:
+            log.error("dead-letter stream %r refused an entry: %s",
+                      self.cfg.dead_letter_stream, exc)  # fmt: skip
+        else:
+            failed.append((owner, exc))
 
     async def _undeliverable(self, failed: list[tuple[Entry, Exception]]) -> None:
         """Results Redis refused (already acknowledged): dead-letter each, with the reason."""

@@ -56,6 +56,10 @@ async def send_command(
         if reply_to:
             body["reply_to"] = reply_to
         fields = {"data" if codex else "payload": orjson.dumps(body)}
+    from redis.exceptions import NoPermissionError
+
+    from ..errors import RedisUnavailable
+
     handle = RedisHandle(cfg)
     try:
         redis = await handle.connect()
@@ -64,6 +68,12 @@ async def send_command(
         if wait is not None:
             outcome["result"] = await wait_for_result(redis, reply, key, entry_id, wait)
         return outcome
+    except NoPermissionError as exc:
+        raise RedisUnavailable(
+            f"Redis refused this user: {exc}; a producer needs +xadd on stream_in and +xread "
+            "on its own reply stream (pass --reply-to): see docs/operations.md, "
+            "TLS and Redis users"
+        ) from None
     finally:
         await handle.close()
 

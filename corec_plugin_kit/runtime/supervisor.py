@@ -100,8 +100,9 @@ class Supervisor:
     def live_pids(self) -> set[int]:
         return {s.process.pid for s in self.slots if s.process and s.process.poll() is None}
 
-    def serve_metrics(self, port: int, addr: str) -> Any:
-        """Serve the workers' summed metrics (and the supervisor's own) on ``addr:port``."""
+    def registry(self) -> Any:
+        """The host's metrics: the workers' summed snapshots, plus ``corec_workers`` and
+        ``corec_worker_restarts_total`` (a ``prometheus_client.CollectorRegistry``)."""
         from prometheus_client import CollectorRegistry, Counter, Gauge
 
         from . import metrics
@@ -115,7 +116,13 @@ class Supervisor:
         )
         workers = Gauge("corec_workers", "Worker processes running", registry=registry)
         workers.set_function(lambda: len(self.live_pids()))
-        return metrics.serve(port, addr, registry)
+        return registry
+
+    def serve_metrics(self, port: int, addr: str) -> Any:
+        """Serve :meth:`registry` on ``addr:port`` (``None`` when the port is 0)."""
+        from . import metrics
+
+        return metrics.serve(port, addr, self.registry())
 
     # ------------------------------------------------------------------ processes
 

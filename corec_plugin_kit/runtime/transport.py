@@ -1,16 +1,18 @@
 """The worker's raw Redis transport: one MULTI ... EXEC packed in one buffer.
 
-The only module that touches redis-py's internals (a pooled connection's ``_parser``):
-redis-py's pipeline packs each argument in Python, which was a third of the stream loop's time.
+The only module that touches redis-py's internals (a pooled connection's ``_parser``, a
+cluster node's connections): redis-py's pipeline packs each argument in Python, which was a
+third of the stream loop's time.
 """
 
 from __future__ import annotations
 
+import contextlib
 from collections.abc import Callable
 from typing import Any
 
+from redis.exceptions import AskError, ClusterDownError, ResponseError, TryAgainError
 from redis.exceptions import ConnectionError as RedisConnectionError
-from redis.exceptions import ResponseError
 from redis.exceptions import TimeoutError as RedisTimeoutError
 
 from .compat import timeout_ctx
@@ -34,16 +36,65 @@ except ImportError:  # pragma: no cover - hiredis is a dependency (redis[hiredis
         return b"".join(out)
 
 
+#: Replies that mean the cluster's slots moved (failover, resharding) or are moving: the
+#: topology is refreshed and the transaction retried as a transient failure.
+_MOVING = ("MOVED", "ASK", "CLUSTERDOWN", "TRYAGAIN")
+
+
+class SlotMovedError(RedisConnectionError):
+    """A cluster's slot moved under a transaction (nothing took effect): retry it."""
+
+
+def is_cluster(redis: Any) -> bool:
+    """Is ``redis`` a Redis Cluster client (``redis.asyncio.RedisCluster``)?"""
+    return hasattr(redis, "get_node_from_key")
+
+
+def slot_of(key: str | bytes) -> int:
+    """The cluster hash slot of ``key`` (hash tags honoured)."""
+    from redis.crc import key_slot
+
+    return int(key_slot(key.encode() if isinstance(key, str) else key))
+
+
 async def send_transaction(redis: Any, commands: list[tuple[Any, ...]]) -> list[Any]:
     """Send ``commands`` (``MULTI``, the queued commands, ``EXEC``) packed, on one pooled
     connection; return EXEC's replies (a command's error as an exception object).
 
     Raises the first queuing error when EXEC aborted (nothing took effect), and a transient
     error (see :data:`TRANSIENT_REDIS`) when the connection fails; the connection is dropped.
+    On a Redis Cluster client the transaction goes to the master of its keys' slot (they share
+    one: the caller sees to it); a slot that moved meanwhile refreshes the topology and raises
+    :class:`SlotMovedError`, a transient error.
     """
+    if not is_cluster(redis):
+        pool = redis.connection_pool
+        conn = await pool.get_connection()
+        try:
+            return await _transaction(conn, commands)
+        finally:
+            await pool.release(conn)
+    node = redis.get_node_from_key(commands[1][1])
+    conn = node.acquire_connection()
+    try:
+        return await _transaction(conn, commands)
+    except ResponseError as exc:
+        if not isinstance(exc, (AskError, ClusterDownError, TryAgainError)) and not str(
+            exc
+        ).startswith(_MOVING):
+            raise
+        await redis.nodes_manager.initialize()
+        raise SlotMovedError(f"the cluster moved a slot ({exc}); retrying") from None
+    except TRANSIENT_REDIS:
+        with contextlib.suppress(Exception):
+            await redis.nodes_manager.initialize()
+        raise
+    finally:
+        node.release(conn)
+
+
+async def _transaction(conn: Any, commands: list[tuple[Any, ...]]) -> list[Any]:
     data = b"".join([pack(command) for command in commands])
-    pool = redis.connection_pool
-    conn = await pool.get_connection()
     # redis-py wraps each read in a timeout context; read the already-buffered +QUEUED
     # replies through its parser directly when it has one, under one timeout for all.
     parser = getattr(conn, "_parser", None)
@@ -60,8 +111,6 @@ async def send_transaction(redis: Any, commands: list[tuple[Any, ...]]) -> list[
     except BaseException:
         await conn.disconnect()
         raise
-    finally:
-        await pool.release(conn)
     if isinstance(replies, Exception):
         raise queued_error or replies  # EXECABORT: nothing took effect
     if replies is None:

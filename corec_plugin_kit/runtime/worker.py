@@ -40,7 +40,7 @@ from .maintenance import Maintenance
 from .policy import ReplyRules
 from .reading import Reading
 from .state import Entry, WorkerStats
-from .transport import TRANSIENT_REDIS
+from .transport import TRANSIENT_REDIS, is_cluster
 
 if TYPE_CHECKING:
     from ..kernel import Kernel
@@ -94,7 +94,7 @@ class Worker(Reading, Handling, Committing, Maintenance):
         self.dispatcher = kernel.dispatcher
         self.metrics = metrics.Recorder(set(kernel.routing), self)
         self.reply_rules = ReplyRules(cfg)
-        self.layout = CommitLayout.of(cfg, self.consumer)
+        self.layout = CommitLayout.of(cfg, self.consumer, cluster=is_cluster(redis))
         self.breakers = {}
         self.parked = {}
         self._parked_ids = set()

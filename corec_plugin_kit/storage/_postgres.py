@@ -15,7 +15,7 @@ from typing import Any, Literal, TypeVar
 
 import asyncpg
 
-from ..errors import DatabaseUnavailable
+from ..errors import ConfigError, DatabaseUnavailable
 from ..redaction import redact, redact_url
 from ._schema import COLUMNS
 from ._sql import POSTGRES, Row
@@ -149,15 +149,20 @@ class PostgresStore(SQLStore[Any]):
             return self._pool
         async with self._pool_lock:
             if self._pool is None:
-                self._pool = await asyncpg.create_pool(
-                    self.url,
-                    min_size=self.min_size,
-                    max_size=self.max_size,
-                    timeout=self.connect_timeout,
-                    command_timeout=self.command_timeout,
-                    server_settings=self.server_settings or None,
-                    reset=_keep_session,
-                )
+                try:
+                    self._pool = await asyncpg.create_pool(
+                        self.url,
+                        min_size=self.min_size,
+                        max_size=self.max_size,
+                        timeout=self.connect_timeout,
+                        command_timeout=self.command_timeout,
+                        server_settings=self.server_settings or None,
+                        reset=_keep_session,
+                    )
+                except asyncpg.exceptions.ClientConfigurationError as exc:
+                    # e.g. sslmode=verify-full without a root certificate: nothing to retry.
+                    first = redact(str(exc)).splitlines()[0]
+                    raise ConfigError(f"kernel.database_url: {first}") from None
         return self._pool
 
     async def _run(

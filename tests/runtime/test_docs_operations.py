@@ -9,13 +9,20 @@ from pathlib import Path
 from prometheus_client import REGISTRY
 
 import corec_plugin_kit.runtime.metrics  # noqa: F401 - registers the metrics
+from corec_plugin_kit.runtime.supervisor import Supervisor
 
 DOCS = Path(__file__).resolve().parents[2] / "docs"
 
 
 def exported() -> set[str]:
+    """What a worker exports, and what the supervisor of ``run --workers`` adds."""
+    supervisor = Supervisor(lambda consumer, snapshots: [], 1, "docs", grace=1)
+    try:
+        collected = [*REGISTRY.collect(), *supervisor.registry().collect()]
+    finally:
+        supervisor.close()
     names = set()
-    for metric in REGISTRY.collect():
+    for metric in collected:
         for sample in metric.samples:
             names.add(sample.name)
         names.add(metric.name)

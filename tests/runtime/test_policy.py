@@ -25,6 +25,7 @@ from corec_plugin_kit.runtime.breaker import CircuitBreaker
 from corec_plugin_kit.runtime.commit import CommitLayout
 from corec_plugin_kit.runtime.policy import ReplyRules, Step, exhausted, parse_entry, settle
 from corec_plugin_kit.runtime.state import Entry
+from corec_plugin_kit.runtime.transport import slot_of
 
 DLS = "corec_dead_letters"
 
@@ -140,7 +141,8 @@ def finished(entry_id: str, *, dead: bool = False, reply_to: str | None = None) 
 def test_commit_layout_one_transaction_per_batch() -> None:
     layout = CommitLayout.of(KernelConfig(stream_maxlen=1000), "c1")
     a, b = finished("1-0"), finished("2-0", dead=True, reply_to="mine")
-    commands, owners = layout.transaction([a, b], "2026-01-01T00:00:00")
+    commands, owners, outside = layout.transaction([a, b], "2026-01-01T00:00:00")
+    assert outside == []  # not a cluster: one transaction holds everything
     names = [c[0] for c in commands]
     assert names == ["MULTI", "XADD", "XADD", "XADD", "XACK", "EXEC"]
     assert commands[1][1] == "corec_responses" and commands[1][2:5] == ("MAXLEN", "~", 1000)
@@ -163,3 +165,25 @@ def test_result_envelope_is_the_documented_shape() -> None:
     assert failed["status"] == "error" and failed["result"] is None
     assert failed["error"]["type"] == "handler_error" and failed["processor"] == "p"
     assert result_envelope("k", "echo", replayed=True)["replayed"] is True
+
+
+def test_commit_layout_on_a_cluster_keeps_one_slot_per_transaction() -> None:
+    """A transaction may hold keys of one slot: XADDs to other slots are sent before it."""
+    cfg = KernelConfig(
+        stream_in="{k}:in", stream_out="{k}:out", dead_letter_stream="{k}:dead", group="g"
+    )
+    layout = CommitLayout.of(cfg, "c1", cluster=True)
+    assert layout.slot == slot_of("{k}:in") == slot_of("{k}:out")
+    a, b = finished("1-0"), finished("2-0", dead=True, reply_to="elsewhere")
+    assert slot_of("elsewhere") != layout.slot
+    commands, owners, outside = layout.transaction([a, b], "now")
+    assert [(c[0], c[1]) for c in commands[1:-1]] == [
+        ("XADD", "{k}:out"),
+        ("XADD", "{k}:dead"),
+        ("XACK", "{k}:in"),
+    ]
+    assert owners == [a, None]
+    assert [(c[1], owner) for c, owner in outside] == [("elsewhere", b)]
+    # Not a cluster: the same batch is one transaction.
+    _, _, outside = CommitLayout.of(cfg, "c1").transaction([a, b], "now")
+    assert outside == []
