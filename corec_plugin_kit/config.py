@@ -308,6 +308,14 @@ class KernelConfig(BaseModel):
     trim_stream_in: bool = Field(
         True, description="XTRIM MINID ~ stream_in below what every group has read and acked"
     )
+    min_replicas_ack: int = Field(
+        0,
+        ge=0,
+        description="WAIT for this many replicas after each commit before going on; 0 = off",
+    )
+    min_replicas_timeout_ms: int = Field(
+        1000, ge=1, description="how long one commit's WAIT may take (then a warning)"
+    )
     trim_interval_s: float = Field(10.0, gt=0, description="seconds between input trims")
     records_retention_days: float | None = Field(
         None, gt=0, description="`history --purge` deletes older records; None = keep all"

@@ -20,6 +20,7 @@ from redis.exceptions import ResponseError
 from ..envelopes import dead_letter_args, failed_envelope
 from ..errors import DatabaseUnavailable, DeadLettered
 from ..storage import Record, refuses_content
+from . import metrics
 from .state import Entry, WorkerState
 from .transport import TRANSIENT_REDIS, send_transaction, slot_of
 
@@ -271,7 +272,16 @@ class Committing(WorkerState):
                 await self.redis.execute_command(*command)
             except ResponseError as exc:
                 self._refused(owner, exc, failed)
-        replies = await send_transaction(self.redis, commands)
+        wanted = self.cfg.min_replicas_ack
+        if wanted:
+            wait = (wanted, self.cfg.min_replicas_timeout_ms)
+            *replies, replicas = await send_transaction(self.redis, commands, wait)
+            if isinstance(replicas, Exception) or int(replicas) < wanted:
+                metrics.REPLICATION_SHORT.inc()
+                log.warning("a commit reached %s of %d replicas within %d ms (min_replicas_ack)",
+                            replicas, wanted, wait[1])  # fmt: skip
+        else:
+            replies = await send_transaction(self.redis, commands)
         for owner, reply in zip(owners, replies, strict=False):
             if isinstance(reply, Exception):
                 self._refused(owner, reply, failed)

@@ -72,6 +72,10 @@ REDELIVERIES = Counter("corec_redeliveries", "Entries reclaimed from idle consum
 DEAD_LETTERS = Counter("corec_dead_letters", "Entries moved to the dead-letter stream", ["action"])
 CIRCUIT = Gauge("corec_circuit_state", "0 closed, 1 half-open, 2 open", ["processor"])
 READS = Counter("corec_stream_reads", "XREADGROUP calls that returned entries")
+REPLICATION_SHORT = Counter(
+    "corec_replication_shortfalls",
+    "Commits that fewer than kernel.min_replicas_ack replicas acknowledged in time",
+)
 
 
 class Recorder:

@@ -57,7 +57,9 @@ def slot_of(key: str | bytes) -> int:
     return int(key_slot(key.encode() if isinstance(key, str) else key))
 
 
-async def send_transaction(redis: Any, commands: list[tuple[Any, ...]]) -> list[Any]:
+async def send_transaction(
+    redis: Any, commands: list[tuple[Any, ...]], wait: tuple[int, int] | None = None
+) -> list[Any]:
     """Send ``commands`` (``MULTI``, the queued commands, ``EXEC``) packed, on one pooled
     connection; return EXEC's replies (a command's error as an exception object).
 
@@ -66,18 +68,24 @@ async def send_transaction(redis: Any, commands: list[tuple[Any, ...]]) -> list[
     On a Redis Cluster client the transaction goes to the master of its keys' slot (they share
     one: the caller sees to it); a slot that moved meanwhile refreshes the topology and raises
     :class:`SlotMovedError`, a transient error.
+
+    ``wait = (replicas, timeout_ms)`` sends ``WAIT`` on the same connection after ``EXEC``:
+    the call returns once that many replicas have the transaction, or the timeout passed; the
+    number of replicas that acknowledged is appended to the replies.
     """
+    if wait is not None:
+        commands = [*commands, ("WAIT", *wait)]
     if not is_cluster(redis):
         pool = redis.connection_pool
         conn = await pool.get_connection()
         try:
-            return await _transaction(conn, commands)
+            return await _transaction(conn, commands, waited=wait is not None)
         finally:
             await pool.release(conn)
     node = redis.get_node_from_key(commands[1][1])
     conn = node.acquire_connection()
     try:
-        return await _transaction(conn, commands)
+        return await _transaction(conn, commands, waited=wait is not None)
     except ResponseError as exc:
         if not isinstance(exc, (AskError, ClusterDownError, TryAgainError)) and not str(
             exc
@@ -93,7 +101,7 @@ async def send_transaction(redis: Any, commands: list[tuple[Any, ...]]) -> list[
         node.release(conn)
 
 
-async def _transaction(conn: Any, commands: list[tuple[Any, ...]]) -> list[Any]:
+async def _transaction(conn: Any, commands: list[tuple[Any, ...]], *, waited: bool) -> list[Any]:
     data = b"".join([pack(command) for command in commands])
     # redis-py wraps each read in a timeout context; read the already-buffered +QUEUED
     # replies through its parser directly when it has one, under one timeout for all.
@@ -103,11 +111,12 @@ async def _transaction(conn: Any, commands: list[tuple[Any, ...]]) -> list[Any]:
         await conn.send_packed_command(data, check_health=False)
         async with timeout_ctx(REPLY_TIMEOUT_S):
             queued_error: Exception | None = None
-            for _ in range(len(commands) - 1):
+            for _ in range(len(commands) - (2 if waited else 1)):
                 reply = await read()  # +OK, then +QUEUED per command
                 if isinstance(reply, Exception) and queued_error is None:
                     queued_error = reply
             replies = await read()
+            acked = await read() if waited else None
     except BaseException:
         await conn.disconnect()
         raise
@@ -115,4 +124,4 @@ async def _transaction(conn: Any, commands: list[tuple[Any, ...]]) -> list[Any]:
         raise queued_error or replies  # EXECABORT: nothing took effect
     if replies is None:
         raise ResponseError("EXEC aborted the transaction")
-    return list(replies)
+    return [*replies, acked] if waited else list(replies)
