@@ -1,0 +1,60 @@
+"""Several processes on one SQLite file, as ``corec-kit run --workers N`` starts them.
+
+Real processes, started together on a file that does not exist yet: each must open the store,
+look records up (each on its own read connection, opened while the others write) and write
+its own: no "database is locked", no lost record.
+"""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+WRITER = """
+import asyncio, sys
+from datetime import datetime, timezone
+from corec_plugin_kit.storage import Record, SQLiteStore
+
+async def main(path, name):
+    store = SQLiteStore(path)
+    await store.open()
+    now = datetime.now(timezone.utc)
+    for batch in range(20):
+        keys = [f"{name}-{batch}-{i}" for i in range(25)]
+        # The worker's look-up (its own read connection, opened on first use while the
+        # other processes write), then its write.
+        assert await store.find_ok(keys) == {}
+        await store.write_batch([
+            Record(command_key=key, action="echo", processor="p", status="ok", finished_at=now)
+            for key in keys
+        ])
+    await store.close()
+
+asyncio.run(main(sys.argv[1], sys.argv[2]))
+"""
+
+
+@pytest.mark.parametrize("round_", range(3))
+def test_processes_starting_together_on_a_new_file_all_write(tmp_path: Path, round_: int) -> None:
+    path = tmp_path / f"new-{round_}" / "corec.db"
+    procs = [
+        subprocess.Popen(
+            [sys.executable, "-c", WRITER, str(path), f"w{i}"],
+            stderr=subprocess.PIPE,
+        )
+        for i in range(8)
+    ]
+    errors = []
+    for proc in procs:
+        _, err = proc.communicate(timeout=120)
+        if proc.returncode != 0:
+            errors.append(err.decode()[-1500:])
+    assert not errors, errors[0]
+    import sqlite3
+
+    with sqlite3.connect(path) as conn:
+        (count,) = conn.execute("SELECT count(*) FROM corec_commands").fetchone()
+    assert count == 8 * 20 * 25
