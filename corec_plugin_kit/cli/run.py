@@ -73,9 +73,7 @@ def run(
         run_args = [*(["--burst"] if burst else [])]
         run_args += [*(["--concurrency", str(concurrency)] if concurrency else [])]
         run_args += [*(["--max-commands", str(max_commands)] if max_commands else [])]
-        _supervise(
-            kernel, count, consumer, run_args, concurrency=concurrency, quiet=quiet, burst=burst
-        )
+        _supervise(kernel, count, consumer, run_args, concurrency=concurrency, quiet=quiet)
         return
     from ..runtime.service import run_worker
 
@@ -129,7 +127,6 @@ def _supervise(
     *,
     concurrency: int | None,
     quiet: bool,
-    burst: bool,
 ) -> None:
     """``--workers N``: start the workers under a supervisor; exit with its code."""
     import logging
@@ -147,7 +144,6 @@ def _supervise(
         count,
         base,
         grace=cfg.shutdown_grace_s,
-        burst=burst,
     )
     try:
         server = supervisor.serve_metrics(cfg.metrics_port, cfg.metrics_addr)

@@ -66,7 +66,7 @@ class Slot:
     started_at: float = 0.0
     failures: int = 0
     restart_at: float | None = None
-    finished: bool = False  # exited 0 in burst mode, or while stopping
+    finished: bool = False  # exited 0 (drained, --max-commands, a signal), or while stopping
     exit_code: int | None = None
     history: list[int] = field(default_factory=list)
 
@@ -81,13 +81,11 @@ class Supervisor:
         base: str,
         *,
         grace: float,
-        burst: bool = False,
         env: dict[str, str] | None = None,
     ) -> None:
         self.command = command
         self.slots = [Slot(i, f"{base}-{i}") for i in range(count)]
         self.grace = grace
-        self.burst = burst
         self.env = {**os.environ, **(env or {})}
         self.snapshots = Path(tempfile.mkdtemp(prefix="corec-workers-"))
         self.stopping = False
@@ -138,7 +136,9 @@ class Supervisor:
         slot.exit_code = code
         slot.history.append(code)
         slot.process = None
-        if self.stopping or (self.burst and code == 0):
+        if self.stopping or code == 0:
+            # A worker exits 0 only when it was meant to: drained (--burst), --max-commands
+            # reached, or stopped by a signal. It is done, not restarted.
             slot.finished = True
             return
         if code in FATAL:
@@ -181,7 +181,8 @@ class Supervisor:
                 self._start(slot)
 
     def run(self) -> int:
-        """Run until stopped (or, in burst mode, until every worker drained); the exit code."""
+        """Run until stopped, or until every worker finished (exited 0: drained in burst mode,
+        ``--max-commands`` reached); the exit code."""
         previous = {sig: signal.signal(sig, self.stop) for sig in (signal.SIGTERM, signal.SIGINT)}
         try:
             for slot in self.slots:

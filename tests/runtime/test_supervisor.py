@@ -212,3 +212,17 @@ def test_a_crashing_worker_is_restarted_with_backoff() -> None:
         assert time.monotonic() - started < 5
     finally:
         supervisor.close()
+
+
+def test_a_worker_that_exits_0_is_done_not_restarted() -> None:
+    """Exit 0 means the worker was meant to stop (--max-commands reached, say): when every
+    worker is done, so is the supervisor, with 0."""
+    supervisor = Supervisor(_python("import sys; sys.exit(0)"), 2, "z", grace=1)
+    try:
+        started = time.monotonic()
+        assert supervisor.run() == 0
+        assert time.monotonic() - started < 5
+        assert supervisor.restarts == 0
+        assert [slot.history for slot in supervisor.slots] == [[0], [0]]
+    finally:
+        supervisor.close()
