@@ -7,6 +7,8 @@ its own: no "database is locked", no lost record.
 
 from __future__ import annotations
 
+import contextlib
+import sqlite3
 import subprocess
 import sys
 from pathlib import Path
@@ -53,8 +55,6 @@ def test_processes_starting_together_on_a_new_file_all_write(tmp_path: Path, rou
         if proc.returncode != 0:
             errors.append(err.decode()[-1500:])
     assert not errors, errors[0]
-    import sqlite3
-
-    with sqlite3.connect(path) as conn:
+    with contextlib.closing(sqlite3.connect(path)) as conn:  # `with conn` alone does not close
         (count,) = conn.execute("SELECT count(*) FROM corec_commands").fetchone()
     assert count == 8 * 20 * 25
