@@ -208,7 +208,10 @@ class Supervisor:
         late = self._kill_rest()
         if self.fatal is not None:
             return self.fatal
-        failed = [s for s in self.slots if s.exit_code not in (0, None)]
+        # A worker our SIGTERM ended by its default action had not yet installed its handlers
+        # (it was starting): it had read nothing, so it stopped cleanly too.
+        clean = (0, None, -signal.SIGTERM)
+        failed = [s for s in self.slots if s.exit_code not in clean]
         return EXIT_HANDLER_ERROR if late or failed else 0
 
     def _kill_rest(self) -> bool:

@@ -226,3 +226,18 @@ def test_a_worker_that_exits_0_is_done_not_restarted() -> None:
         assert [slot.history for slot in supervisor.slots] == [[0], [0]]
     finally:
         supervisor.close()
+
+
+def test_a_worker_stopped_while_it_starts_counts_as_a_clean_stop() -> None:
+    """SIGTERM reaches a worker before it installs its handlers (it was just restarted): it
+    dies of the signal having read nothing; the supervisor still exits 0. The stand-in never
+    installs a handler."""
+    supervisor = Supervisor(_python("import time; time.sleep(60)"), 2, "s", grace=5)
+    try:
+        import threading
+
+        threading.Timer(1.0, supervisor.stop).start()
+        assert supervisor.run() == 0
+        assert [slot.history for slot in supervisor.slots] == [[-15], [-15]]
+    finally:
+        supervisor.close()
