@@ -64,7 +64,11 @@ def pid_alive(pid: int, *, zombie_alive: bool = True) -> bool:
     if zombie_alive:
         return True
     try:
-        stat = Path(f"/proc/{pid}/stat").read_text()
+        return proc_stat(pid)[0] != "Z"
     except FileNotFoundError:  # reaped in between
         return False
-    return stat.rsplit(")", 1)[1].split()[0] != "Z"
+
+
+def proc_stat(pid: int) -> list[str]:
+    """The fields of ``/proc/<pid>/stat`` after the command name: state, parent pid, ..."""
+    return Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()

@@ -9,12 +9,15 @@ from __future__ import annotations
 
 import sys
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import click
 
 from ..errors import EXIT_HANDLER_ERROR, exit_code_for
 from .state import echo_json, get_state, parse_params, with_params
+
+if TYPE_CHECKING:
+    from ..kernel import Kernel
 
 
 def _asyncio_run(coro: Any) -> Any:
@@ -120,7 +123,7 @@ def _global_args() -> list[str]:
 
 
 def _supervise(
-    kernel: Any,
+    kernel: Kernel,
     count: int,
     consumer: str | None,
     run_args: list[str],
@@ -130,15 +133,13 @@ def _supervise(
 ) -> None:
     """``--workers N``: start the workers under a supervisor; exit with its code."""
     import logging
-    import os
-    import socket
 
     from ..runtime.connection import RedisHandle
     from ..runtime.service import metrics_display, startup_line
     from ..runtime.supervisor import Supervisor, worker_argv
 
     cfg = kernel.settings.kernel
-    base = consumer or cfg.consumer or f"{socket.gethostname()}-{os.getpid()}"
+    base = consumer or cfg.consumer_name()
     supervisor = Supervisor(
         worker_argv(_global_args(), run_args),
         count,

@@ -264,8 +264,8 @@ class Committing(WorkerState):
         now = datetime.now(timezone.utc).isoformat()
         commands, owners, outside = self.layout.transaction(acked, now)
         for entry in acked:
-            if entry.dead:
-                self.metrics.dead_letter(entry.envelope["action"] if entry.envelope else "")
+            if entry.dead and entry.envelope is not None:  # an acked entry has its envelope
+                self.metrics.dead_letter(entry.envelope["action"])
         failed: list[tuple[Entry, Exception]] = []
         for command, owner in outside:
             try:

@@ -13,7 +13,7 @@ import asyncio
 import logging
 import time
 from collections import deque
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from ..envelopes import as_text as _s
 from ..envelopes import codex_data, dumps, failed_envelope, result_envelope
@@ -21,6 +21,9 @@ from ..errors import CorecError, HandlerError, UnknownAction
 from .compat import start_task
 from .policy import Step, exhausted, settle
 from .state import Entry, WorkerState
+
+if TYPE_CHECKING:
+    from .breaker import CircuitBreaker
 
 log = logging.getLogger("corec_plugin_kit.worker")
 
@@ -91,7 +94,11 @@ class Handling(WorkerState):
         self._settled(entry, envelope, error, breaker)
 
     def _settled(
-        self, entry: Entry, envelope: dict[str, Any], error: CorecError | None, breaker: Any
+        self,
+        entry: Entry,
+        envelope: dict[str, Any],
+        error: CorecError | None,
+        breaker: CircuitBreaker,
     ) -> None:
         """Apply :func:`~.policy.settle`'s decision to a command that ran."""
         step = settle(

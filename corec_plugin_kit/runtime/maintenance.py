@@ -13,7 +13,9 @@ import asyncio
 import contextlib
 import logging
 import time
+from collections.abc import Awaitable, Callable
 from datetime import timedelta
+from typing import Any
 
 from redis.exceptions import ResponseError
 
@@ -123,21 +125,28 @@ class Maintenance(WorkerState):
         ids += self._committing_ids
         return ids
 
-    async def _maintain(self) -> None:
+    def _periodic_tasks(self) -> list[tuple[float, Callable[[], Awaitable[Any]]]]:
+        """The periodic tasks, in the order they run, with their periods (seconds). Each looks
+        its method up when it runs (as a direct call would), not when the list is made."""
         cfg = self.cfg
-        renew_every = max(0.05, cfg.claim_idle_ms / 3000)
-        # The periodic tasks, in the order they run, and their periods (seconds).
-        every: dict[str, float] = {}
+        tasks: list[tuple[float, Callable[[], Awaitable[Any]]]] = []
         if not self.burst:
-            every["reclaim"] = max(0.05, cfg.claim_idle_ms / 2000)
-        every["gauges"] = 5.0
-        every["trim"] = cfg.trim_interval_s
-        if cfg.dead_consumer_idle_ms is not None:
-            every["prune"] = min(300, cfg.dead_consumer_idle_ms / 2000)
-        if self.store is not None and cfg.records_retention_days:
+            tasks.append((max(0.05, cfg.claim_idle_ms / 2000), lambda: self.reclaim()))
+        tasks.append((5.0, lambda: self._update_gauges()))
+        tasks.append((cfg.trim_interval_s, lambda: self.trim_input()))
+        idle = cfg.dead_consumer_idle_ms
+        if idle is not None:
+            tasks.append((min(300, idle / 2000), lambda: self._prune_consumers(idle)))
+        retention = cfg.records_retention_days
+        if self.store is not None and retention:
             # Purge expired records at start, then every hour (or half the retention if shorter).
-            every["purge"] = min(3600.0, cfg.records_retention_days * 43_200)
-        last = dict.fromkeys(every, 0.0)
+            tasks.append((min(3600.0, retention * 43_200), lambda: self._purge(retention)))
+        return tasks
+
+    async def _maintain(self) -> None:
+        renew_every = max(0.05, self.cfg.claim_idle_ms / 3000)
+        tasks = self._periodic_tasks()
+        last = [0.0] * len(tasks)
         while not self._stopping.is_set():
             with contextlib.suppress(asyncio.TimeoutError, TimeoutError):
                 await asyncio.wait_for(self._stopping.wait(), min(renew_every, 1.0))
@@ -147,27 +156,13 @@ class Maintenance(WorkerState):
             try:
                 await self._renew(self._held_ids(now, renew_every))
                 self._retry_parked()
-                for name, period in every.items():
-                    if now - last[name] >= period:
-                        last[name] = now
-                        await self._periodic(name)
+                for i, (period, task) in enumerate(tasks):
+                    if now - last[i] >= period:
+                        last[i] = now
+                        await task()
             except ResponseError as exc:
                 if "NOGROUP" in str(exc):
                     continue  # the reader re-creates the group
                 log.warning("maintenance: %s", exc)
             except TRANSIENT_REDIS as exc:
                 log.debug("maintenance: Redis unreachable (%s)", exc)
-
-    async def _periodic(self, name: str) -> None:
-        """Run the periodic task ``name`` (see :meth:`_maintain`)."""
-        cfg = self.cfg
-        if name == "reclaim":
-            await self.reclaim()
-        elif name == "gauges":
-            await self._update_gauges()
-        elif name == "trim":
-            await self.trim_input()
-        elif name == "prune" and cfg.dead_consumer_idle_ms is not None:
-            await self._prune_consumers(cfg.dead_consumer_idle_ms)
-        elif name == "purge":
-            await self._purge(cfg.records_retention_days or 0)

@@ -67,14 +67,30 @@ def metrics_display(port: int, addr: str) -> str:
     return f"http://{addr}:{port}/metrics" if port else "off"
 
 
-async def _write_snapshots(folder: Path, worker: Any) -> None:
-    """Under ``--workers``: this worker's metrics, once a second, for the supervisor."""
+def _write_snapshot(folder: Path, worker: Any) -> None:
+    """Under ``--workers``: this worker's metrics and counts, for the supervisor (one file per
+    process, so a restarted worker's predecessor keeps its own)."""
     from . import metrics
 
     path = folder / f"{worker.consumer}-{os.getpid()}.json"
+    metrics.write_snapshot(path, {"stats": worker.counts()})
+
+
+async def _write_snapshots(folder: Path, worker: Any) -> None:
     while True:
-        metrics.write_snapshot(path, {"stats": worker.counts()})
+        _write_snapshot(folder, worker)
         await asyncio.sleep(1.0)
+
+
+def _log_startup(kernel: Kernel, handle: RedisHandle, worker: Any, *, supervised: bool) -> None:
+    cfg = kernel.settings.kernel
+    shown = metrics_display(cfg.metrics_port, cfg.metrics_addr)
+    line = startup_line(
+        kernel, redis=handle.display, consumer=worker.consumer, concurrency=worker.concurrency,
+        metrics="served by the supervisor" if supervised else shown,
+        workers="one of the supervisor's" if supervised else 1,
+    )  # fmt: skip
+    log.info("%s", line)
 
 
 async def run_worker(
@@ -122,34 +138,26 @@ async def run_worker(
                 reconnect=handle.ensure_server,
             )
             kernel.runtime = worker
-            supervised = metrics_snapshot is not None
-            shown = metrics_display(cfg.metrics_port, cfg.metrics_addr)
-            log.info(
-                "%s",
-                startup_line(
-                    kernel, redis=handle.display, consumer=worker.consumer,
-                    concurrency=worker.concurrency,
-                    metrics="served by the supervisor" if supervised else shown,
-                    workers="one of the supervisor's" if supervised else 1,
-                ),
-            )  # fmt: skip
+            _log_startup(kernel, handle, worker, supervised=metrics_snapshot is not None)
             if metrics_snapshot is not None:
                 snapshots = asyncio.ensure_future(_write_snapshots(metrics_snapshot, worker))
             stats = await worker.run(install_signals=install_signals)
             if metrics_snapshot is not None:
-                metrics.write_snapshot(
-                    metrics_snapshot / f"{worker.consumer}-{os.getpid()}.json",
-                    {"stats": worker.counts()},
-                )
+                _write_snapshot(metrics_snapshot, worker)
             return stats
     finally:
         if snapshots is not None:
             snapshots.cancel()
-        kernel.runtime = None
-        kernel.redis = kernel.store = None
-        if server is not None:
-            server.shutdown()
-            server.server_close()
-        if store is not None:
-            await store.close()
-        await handle.close()
+        await _release(kernel, server, store, handle)
+
+
+async def _release(kernel: Kernel, server: Any, store: Any, handle: RedisHandle) -> None:
+    """Take the runtime off the kernel; stop the metrics server; close the store and Redis."""
+    kernel.runtime = None
+    kernel.redis = kernel.store = None
+    if server is not None:
+        server.shutdown()
+        server.server_close()
+    if store is not None:
+        await store.close()
+    await handle.close()

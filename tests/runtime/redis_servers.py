@@ -27,6 +27,7 @@ from pathlib import Path
 from typing import Any
 
 import redis as syncredis
+from runtime_helpers import free_port
 
 from corec_plugin_kit.runtime.testing import require_service
 
@@ -100,14 +101,6 @@ def make_certs(folder: Path) -> Certs:
         client_key=folder / "client.key",
         other_ca=folder / "other-ca.crt",
     )
-
-
-def free_port() -> int:
-    import socket
-
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
 
 
 @dataclass

@@ -18,7 +18,7 @@ import orjson
 import pytest
 import redis as syncredis
 from runtime_helpers import free_port, subprocess_env
-from shared_helpers import wait_until
+from shared_helpers import proc_stat, wait_until
 
 pytestmark = [pytest.mark.slow, pytest.mark.timeout(180)]
 
@@ -298,7 +298,7 @@ def _pings(client: syncredis.Redis) -> bool:
 
 
 def cpu_seconds(pid: int) -> float:
-    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    fields = proc_stat(pid)
     return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
 

@@ -20,7 +20,7 @@ from typing import Any
 
 import pytest
 from runtime_helpers import free_port, payload, results, subprocess_env
-from shared_helpers import pid_alive, wait_until
+from shared_helpers import pid_alive, proc_stat, wait_until
 
 from corec_plugin_kit.runtime.supervisor import Supervisor, worker_count
 
@@ -53,10 +53,9 @@ def children(pid: int) -> list[int]:
     for entry in Path("/proc").iterdir():
         if entry.name.isdigit():
             try:
-                stat = (entry / "stat").read_text()
+                fields = proc_stat(int(entry.name))
             except OSError:
                 continue
-            fields = stat.rsplit(")", 1)[1].split()
             if int(fields[1]) == pid and fields[0] != "Z":
                 out.append(int(entry.name))
     return out
