@@ -258,6 +258,13 @@ class KernelConfig(BaseModel):
     group_start_id: str = Field(
         "0", description="where a new group starts: 0 = whole stream, $ = new"
     )
+    partitions: int = Field(
+        1,
+        ge=1,
+        le=1024,
+        description="input partitions: P sets of the three streams, on P hash slots spread "
+        "over a Redis Cluster; a command goes to crc32(id) % P (docs/operations.md)",
+    )
     redis_url: SecretStr | None = Field(
         None, description="redis://, rediss:// or unix:// URL; unset = embedded Valkey"
     )

@@ -302,7 +302,7 @@ class CorecKitPlugin:
         return store
 
     async def _start_worker(self, kernel: Kernel, nucleus: Any) -> None:
-        from .runtime.worker import Worker
+        from .runtime.partitioned import make_worker
 
         redis = _redis_for_worker(nucleus, self.redis_client)
         reconnect = None
@@ -317,7 +317,7 @@ class CorecKitPlugin:
             redis = await handle.connect()
             reconnect = handle.ensure_server
         kernel.redis = redis
-        worker = Worker(kernel, redis, self.store, reconnect=reconnect)
+        worker = make_worker(kernel, redis, self.store, reconnect=reconnect)
         kernel.runtime = self.worker = worker
         self._worker_task = asyncio.get_running_loop().create_task(
             self._run_worker(worker), name=f"corec-kit worker ({self.name})"

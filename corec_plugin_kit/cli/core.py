@@ -72,6 +72,11 @@ LAZY_COMMANDS = {
         "send",
         "Queue one command on stream_in (XADD). Prints its id, or its result with --wait.",
     ),
+    "streams": (
+        "corec_plugin_kit.cli.run",
+        "streams",
+        "Print the stream names of every partition, or the partition of a command id.",
+    ),
     "history": (
         "corec_plugin_kit.cli.history",
         "history",

@@ -1,4 +1,5 @@
-"""``corec-kit run`` (the worker) and ``corec-kit send`` (queue one command on the stream).
+"""``corec-kit run`` (the worker), ``corec-kit send`` (queue one command on the stream) and
+``corec-kit streams`` (the streams of every partition).
 
 Mounted lazily by :mod:`corec_plugin_kit.cli.core` (``LAZY_COMMANDS``); module level imports
 click and the cli package's state only (fast ``--help``): the worker's wiring
@@ -234,3 +235,40 @@ def _print_result(outcome: dict[str, Any], timeout: float) -> None:
     echo_json(result)
     if result.get("status") != "ok":
         sys.exit(exit_code_for(str((result.get("error") or {}).get("type", ""))))
+
+
+@click.command("streams")
+@click.option("--id", "command_id", help="Print only the partition a command with this id goes to.")
+@click.option("--json", "as_json", is_flag=True, help="Print JSON.")
+def streams(command_id: str | None, as_json: bool) -> None:
+    """Print the stream names of every partition, or the partition of a command id.
+
+    With kernel.partitions = P (default 1) commands are spread over P input streams; a
+    command goes to partition crc32(id) % P, and its result to that partition's result
+    stream. Producers that do not use `corec-kit send` pick the names from here. Each
+    line: partition, hash slot, input stream, result stream, dead-letter stream.
+    """
+    from redis.crc import key_slot
+
+    from ..partitions import stream_sets, streams_for
+
+    cfg = get_state().kernel().settings.kernel
+    sets = [streams_for(cfg, command_id)] if command_id is not None else list(stream_sets(cfg))
+    rows = [
+        {
+            "partition": s.index,
+            "slot": key_slot(s.stream_in.encode()),
+            "stream_in": s.stream_in,
+            "stream_out": s.stream_out,
+            "dead_letter_stream": s.dead_letter_stream,
+        }
+        for s in sets
+    ]
+    if as_json:
+        echo_json(rows if command_id is None else rows[0])
+        return
+    for row in rows:
+        click.echo(
+            f"{row['partition']}\tslot {row['slot']}\t{row['stream_in']}\t{row['stream_out']}"
+            f"\t{row['dead_letter_stream']}"
+        )

@@ -19,6 +19,7 @@ from redis.exceptions import ResponseError
 
 from ..envelopes import dead_letter_args, failed_envelope
 from ..errors import DatabaseUnavailable, DeadLettered
+from ..partitions import StreamSet, stream_sets
 from ..storage import Record, refuses_content
 from . import metrics
 from .state import Entry, WorkerState
@@ -45,11 +46,20 @@ class CommitLayout:
     slot: int | None = None
 
     @classmethod
-    def of(cls, cfg: KernelConfig, consumer: str, *, cluster: bool = False) -> CommitLayout:
+    def of(
+        cls,
+        cfg: KernelConfig,
+        consumer: str,
+        *,
+        cluster: bool = False,
+        streams: StreamSet | None = None,
+    ) -> CommitLayout:
+        """The layout of one worker: ``streams`` is its partition's (default: the first)."""
         trim = ("MAXLEN", "~", cfg.stream_maxlen) if cfg.stream_maxlen else ()
-        slot = slot_of(cfg.stream_in) if cluster else None
+        own = streams or stream_sets(cfg)[0]
+        slot = slot_of(own.stream_in) if cluster else None
         return cls(
-            cfg.stream_in, cfg.group, consumer, cfg.stream_out, cfg.dead_letter_stream, trim, slot
+            own.stream_in, cfg.group, consumer, own.stream_out, own.dead_letter_stream, trim, slot
         )
 
     def dead_letter(self, entry: Entry, failed_at: str) -> list[Any]:
@@ -121,8 +131,6 @@ def record_of(entry: Entry, finished_at: datetime) -> Record:
 class Committing(WorkerState):
     """Writes finished entries' records, results and dead letters, and acknowledges them."""
 
-    _acked: int
-
     async def _commit_loop(self) -> None:
         while True:
             if not self._done:
@@ -157,9 +165,8 @@ class Committing(WorkerState):
                 self.stats.ok += 1
             else:
                 self.stats.errors += 1
-        self._acked += len(acked)
-        if self.max_commands is not None and self._acked >= self.max_commands:
-            self.stop()
+        if self.budget is not None:
+            self.budget.spend(len(acked))
 
     async def _commit(self, batch: list[Entry]) -> bool:
         """Record, then MULTI(result XADDs, dead-letter XADDs, XACK). True once durable."""
@@ -296,7 +303,7 @@ class Committing(WorkerState):
     ) -> None:
         if owner is None:
             log.error("dead-letter stream %r refused an entry: %s",
-                      self.cfg.dead_letter_stream, exc)  # fmt: skip
+                      self.layout.dead_letter_stream, exc)  # fmt: skip
         else:
             failed.append((owner, exc))
 
@@ -324,7 +331,9 @@ class Committing(WorkerState):
     async def _send_dead_letter(self, fields: list[Any]) -> None:
         for attempt in range(1, 6):
             try:
-                await self.redis.execute_command("XADD", self.cfg.dead_letter_stream, "*", *fields)
+                await self.redis.execute_command(
+                    "XADD", self.layout.dead_letter_stream, "*", *fields
+                )
                 return
             except TRANSIENT_REDIS as err:
                 if self._give_up():
@@ -332,5 +341,5 @@ class Committing(WorkerState):
                 await self._backoff(attempt, "dead-lettering an undeliverable result", err)
             except ResponseError as err:
                 log.error("dead-letter stream %r refused an entry: %s",
-                          self.cfg.dead_letter_stream, err)  # fmt: skip
+                          self.layout.dead_letter_stream, err)  # fmt: skip
                 return

@@ -138,8 +138,9 @@ class Maintenance(WorkerState):
         if idle is not None:
             tasks.append((min(300, idle / 2000), lambda: self._prune_consumers(idle)))
         retention = cfg.records_retention_days
-        if self.store is not None and retention:
-            # Purge expired records at start, then every hour (or half the retention if shorter).
+        if self.store is not None and retention and self.streams.index == 0:
+            # Purge expired records at start, then every hour (or half the retention if shorter);
+            # the records are shared by the partitions: the first partition's worker purges.
             tasks.append((min(3600.0, retention * 43_200), lambda: self._purge(retention)))
         return tasks
 

@@ -11,13 +11,15 @@ from __future__ import annotations
 import contextlib
 import time
 import uuid
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from typing import TYPE_CHECKING, Any
 
 import orjson
 
 from ..envelopes import DEAD_LETTER_FIELDS
 from ..envelopes import as_text as _s
+from ..errors import InvalidParams
+from ..partitions import StreamSet, stream_sets, streams_for
 from .connection import RedisHandle, kernel_redis
 
 if TYPE_CHECKING:
@@ -45,7 +47,8 @@ async def send_command(
         raise ValueError("send_command: flat and codex are two different forms; pick one")
     cfg = kernel.settings.kernel
     key = command_id or uuid.uuid4().hex
-    reply = reply_to or cfg.stream_out
+    streams = streams_for(cfg, key)
+    reply = reply_to or streams.stream_out
     fields: dict[Any, Any]
     if flat:
         fields = {"action": action, "params": orjson.dumps(params), "id": key}
@@ -63,8 +66,8 @@ async def send_command(
     handle = RedisHandle(cfg)
     try:
         redis = await handle.connect()
-        entry_id = _s(await redis.xadd(cfg.stream_in, fields))
-        outcome: dict[str, Any] = {"id": key, "entry_id": entry_id, "stream": cfg.stream_in}
+        entry_id = _s(await redis.xadd(streams.stream_in, fields))
+        outcome: dict[str, Any] = {"id": key, "entry_id": entry_id, "stream": streams.stream_in}
         if wait is not None:
             outcome["result"] = await wait_for_result(redis, reply, key, entry_id, wait)
         return outcome
@@ -102,41 +105,74 @@ async def wait_for_result(
                     return result
 
 
+def _shown(names: list[str], configured: str) -> str:
+    """One stream's name, or the configured name and how many partitions it has."""
+    return names[0] if len(names) == 1 else f"{configured} ({len(names)} partitions)"
+
+
+async def _group_info(redis: Any, stream: str, group: str) -> dict[str, Any] | None:
+    groups = await redis.xinfo_groups(stream) if await redis.exists(stream) else []
+    return next((g for g in groups if _s(g.get("name")) == group), None)
+
+
 async def stream_stats(kernel: Kernel) -> dict[str, Any]:
-    """Lag and pending of the group, stream lengths, breaker states, per-action counts."""
+    """Lag and pending of the group, stream lengths, breaker states, per-action counts.
+
+    With ``kernel.partitions`` > 1, ``lag`` and ``pending`` are summed over the partitions and
+    ``partitions`` lists each one's.
+    """
     cfg = kernel.settings.kernel
     redis = await kernel_redis(kernel)
-    out: dict[str, Any] = {"stream_in": cfg.stream_in, "group": cfg.group}
-    groups = []
-    if await redis.exists(cfg.stream_in):
-        groups = await redis.xinfo_groups(cfg.stream_in)
-    mine = next((g for g in groups if _s(g.get("name")) == cfg.group), None)
-    out["lag"] = mine.get("lag") if mine else None
-    out["pending"] = mine.get("pending") if mine else 0
-    out["consumers"] = mine.get("consumers") if mine else 0
-    out["consumer_list"] = (await group_consumers(kernel))["consumers"] if mine else []
+    sets = stream_sets(cfg)
+    parts: list[dict[str, Any]] = []
+    for streams in sets:
+        mine = await _group_info(redis, streams.stream_in, cfg.group)
+        parts.append({
+            "stream_in": streams.stream_in,
+            "lag": mine.get("lag") if mine else None,
+            "pending": mine.get("pending") if mine else 0,
+            "consumers": mine.get("consumers") if mine else 0,
+            "exists": mine is not None,
+        })  # fmt: skip
+    lags = [part["lag"] for part in parts if part["lag"] is not None]
+    out: dict[str, Any] = {
+        "stream_in": _shown([s.stream_in for s in sets], cfg.stream_in),
+        "group": cfg.group,
+        "lag": sum(lags) if lags else None,
+        "pending": sum(part["pending"] for part in parts),
+        "consumers": max(part["consumers"] for part in parts),
+    }
+    exists = any(part.pop("exists") for part in parts)
+    out["consumer_list"] = (await group_consumers(kernel))["consumers"] if exists else []
     out["lengths"] = {
         name: await redis.xlen(name)
-        for name in (cfg.stream_in, cfg.stream_out, cfg.dead_letter_stream)
+        for streams in sets
+        for name in (streams.stream_in, streams.stream_out, streams.dead_letter_stream)
     }
+    if len(sets) > 1:
+        out["partitions"] = parts
     worker = kernel.runtime
     out["breakers"] = worker.breaker_states() if worker is not None else {}
     out["worker"] = worker.counts() if worker is not None else None
-    if kernel.store is not None:
-        out["actions"] = await kernel.store.counts()
-    elif cfg.records:
-        # Outside the worker (exec, CoreC adapter): read the records directly.
-        from ..storage import open_store
-
-        store = open_store(cfg)
-        await store.open()
-        try:
-            out["actions"] = await store.counts()
-        finally:
-            await store.close()
-    else:
-        out["actions"] = None
+    out["actions"] = await _action_counts(kernel)
     return out
+
+
+async def _action_counts(kernel: Kernel) -> dict[str, Any] | None:
+    cfg = kernel.settings.kernel
+    if kernel.store is not None:
+        return await kernel.store.counts()
+    if not cfg.records:
+        return None
+    # Outside the worker (exec, CoreC adapter): read the records directly.
+    from ..storage import open_store
+
+    store = open_store(cfg)
+    await store.open()
+    try:
+        return await store.counts()
+    finally:
+        await store.close()
 
 
 async def group_consumers(
@@ -146,7 +182,9 @@ async def group_consumers(
     ``idle_ms`` (default ``dead_consumer_idle_ms``) and owns nothing; with ``prune``, those are
     removed first (:func:`~corec_plugin_kit.runtime.consumers.prune_consumers`).
 
-    The caller's own consumer is never removed: the worker's when it runs this kernel.
+    With ``kernel.partitions`` > 1 each partition's group is listed (and pruned), and each
+    consumer carries its ``stream``. The caller's own consumer is never removed: the worker's
+    when it runs this kernel.
     """
     from .consumers import is_dead, list_consumers, prune_consumers
 
@@ -154,16 +192,22 @@ async def group_consumers(
     redis = await kernel_redis(kernel)
     bound = idle_ms if idle_ms is not None else cfg.dead_consumer_idle_ms
     keep = kernel.runtime.consumer if kernel.runtime is not None else cfg.consumer_name()
+    if prune and bound is None:
+        raise ValueError("dead_consumer_idle_ms is off (null): give idle_ms to prune")
+    sets = stream_sets(cfg)
     removed: list[str] = []
-    if prune:
-        if bound is None:
-            raise ValueError("dead_consumer_idle_ms is off (null): give idle_ms to prune")
-        removed = await prune_consumers(redis, cfg.stream_in, cfg.group, bound, keep=keep)
-    consumers = await list_consumers(redis, cfg.stream_in, cfg.group)
-    for consumer in consumers:
-        consumer["dead"] = bound is not None and is_dead(consumer, bound, keep)
+    consumers: list[dict[str, Any]] = []
+    for streams in sets:
+        if prune:
+            assert bound is not None
+            removed += await prune_consumers(redis, streams.stream_in, cfg.group, bound, keep=keep)
+        for consumer in await list_consumers(redis, streams.stream_in, cfg.group):
+            consumer["dead"] = bound is not None and is_dead(consumer, bound, keep)
+            if len(sets) > 1:
+                consumer["stream"] = streams.stream_in
+            consumers.append(consumer)
     return {
-        "stream": cfg.stream_in,
+        "stream": _shown([s.stream_in for s in sets], cfg.stream_in),
         "group": cfg.group,
         "idle_ms": bound,
         "removed": removed,
@@ -193,15 +237,56 @@ def _decode_dead(entry_id: Any, fields: dict[Any, Any]) -> dict[str, Any]:
     }
 
 
+#: With partitions, a dead letter is named ``PARTITION/ENTRY_ID`` (entry ids count per stream).
+REF_SEPARATOR = "/"
+
+
+def _split_ref(ref: str, count: int, field: str) -> tuple[int | None, str]:
+    """``PARTITION/ID`` -> ``(partition, ID)``; a plain id -> ``(None, ID)``."""
+    head, sep, tail = ref.partition(REF_SEPARATOR)
+    if sep and head.isdigit():
+        if int(head) >= count:
+            message = (
+                f"{ref[:80]!r} names partition {head[:10]}, but kernel.partitions is {count} "
+                f"(partitions 0 to {count - 1})"
+            )
+            raise InvalidParams(message, details=[{"loc": field, "msg": message, "type": "value"}])
+        return int(head), tail
+    return None, ref
+
+
 async def dlq_list(kernel: Kernel, limit: int = 100, start: str = "-") -> dict[str, Any]:
-    """The oldest ``limit`` dead letters from ``start`` (exclusive cursor with ``(``)."""
+    """The oldest ``limit`` dead letters from ``start`` (exclusive cursor with ``(``).
+
+    With ``kernel.partitions`` > 1 the partitions are listed one after the other: ``start``
+    and ``next`` are ``PARTITION/ID`` (``-`` = from the first), and each entry's ``ref``
+    (``PARTITION/ENTRY_ID``) is what ``dlq_replay`` takes.
+    """
     cfg = kernel.settings.kernel
     redis = await kernel_redis(kernel)
-    rows = await redis.xrange(cfg.dead_letter_stream, min=start, max="+", count=limit)
-    entries = [_decode_dead(entry_id, fields) for entry_id, fields in rows]
-    total = await redis.xlen(cfg.dead_letter_stream)
-    cursor = f"({entries[-1]['entry_id']}" if len(entries) == limit else None
-    return {"stream": cfg.dead_letter_stream, "total": total, "entries": entries, "next": cursor}
+    sets = stream_sets(cfg)
+    many = len(sets) > 1
+    index, start = _split_ref(start, len(sets), "start") if many else (0, start)
+    index = index or 0
+    entries: list[dict[str, Any]] = []
+    cursor: str | None = None
+    for streams in sets[index:]:
+        rows = await redis.xrange(
+            streams.dead_letter_stream, min=start, max="+", count=limit - len(entries)
+        )
+        for entry_id, fields in rows:
+            entry = _decode_dead(entry_id, fields)
+            entry["stream"] = streams.dead_letter_stream
+            entry["ref"] = f"{streams.index}/{entry['entry_id']}" if many else entry["entry_id"]
+            entries.append(entry)
+        start = "-"
+        if len(entries) == limit:
+            last = entries[-1]["entry_id"]
+            cursor = f"{streams.index}/({last}" if many else f"({last}"
+            break
+    total = sum([await redis.xlen(s.dead_letter_stream) for s in sets])
+    shown = _shown([s.dead_letter_stream for s in sets], cfg.dead_letter_stream)
+    return {"stream": shown, "total": total, "entries": entries, "next": cursor}
 
 
 REPLAY_PAGE = 200
@@ -211,12 +296,25 @@ async def dlq_bound(kernel: Kernel) -> dict[str, Any]:
     """What ``dlq_replay(all_entries=True)`` replays if started now: the last dead-letter id
     (``until``, None when the stream is empty) and how many entries there are up to it.
 
-    Both are read in one MULTI, so ``total`` counts exactly the entries up to ``until``.
+    Both are read in one MULTI, so ``total`` counts exactly the entries up to ``until``. With
+    ``kernel.partitions`` > 1, ``until`` maps each non-empty partition (its number, as text)
+    to its last id.
     """
     cfg = kernel.settings.kernel
     redis = await kernel_redis(kernel)
-    until, total = await _dead_snapshot(redis, cfg.dead_letter_stream)
-    return {"stream": cfg.dead_letter_stream, "until": until, "total": total}
+    sets = stream_sets(cfg)
+    bounds: dict[str, str] = {}
+    total = 0
+    for streams in sets:
+        last, count = await _dead_snapshot(redis, streams.dead_letter_stream)
+        if last is not None:
+            bounds[str(streams.index)] = last
+            total += count
+    until: str | dict[str, str] | None = bounds or None
+    if len(sets) == 1:
+        until = bounds.get("0")
+    shown = _shown([s.dead_letter_stream for s in sets], cfg.dead_letter_stream)
+    return {"stream": shown, "until": until, "total": total}
 
 
 async def _dead_snapshot(redis: Any, stream: str) -> tuple[str | None, int]:
@@ -233,12 +331,15 @@ async def dlq_replay(
     *,
     all_entries: bool = False,
     keep: bool = False,
-    until: str | None = None,
+    until: str | Mapping[str, str] | None = None,
     progress: Callable[[int], None] | None = None,
 ) -> dict[str, Any]:
     """Put dead letters back on ``stream_in`` (original fields), then delete them (unless keep).
 
     Each entry's XADD and XDEL go in one MULTI, so a replayed entry is never lost or doubled.
+    With ``kernel.partitions`` > 1 a dead letter goes back to its own partition's input; name
+    it ``PARTITION/ENTRY_ID`` (``ref`` in ``dlq_list``). A plain id is looked for in every
+    partition and replayed where it is the only one; found in several, it is ``ambiguous``.
 
     ``all_entries`` replays the entries present when the call starts, each once: the scan is
     bounded by the stream's last entry id read first (or by ``until``, e.g. from
@@ -247,57 +348,79 @@ async def dlq_replay(
     """
     cfg = kernel.settings.kernel
     redis = await kernel_redis(kernel)
-    replayed: list[dict[str, str]] = []
+    sets = stream_sets(cfg)
+    replay = _Replay(redis, keep, progress)
     missing: list[str] = []
-    bound: str | None = None
+    ambiguous: list[str] = []
     if all_entries:
-        bound = until
-        if bound is None:
-            bound, _total = await _dead_snapshot(redis, cfg.dead_letter_stream)
+        if until is None:
+            until = (await dlq_bound(kernel))["until"]
+        bounds = {"0": until} if isinstance(until, str) else dict(until or {})
+        for streams in sets:
+            bound = bounds.get(str(streams.index))
+            if bound is not None:
+                await replay.up_to(streams, bound)
+    else:
+        for ref in ids or []:
+            index, entry_id = _split_ref(ref, len(sets), "ids")
+            found = []
+            for streams in sets if index is None else [sets[index]]:
+                rows = await redis.xrange(streams.dead_letter_stream, min=entry_id, max=entry_id)
+                if rows:
+                    found.append((streams, rows))
+            if len(found) > 1:
+                ambiguous.append(ref)
+            elif not found:
+                missing.append(ref)
+            else:
+                await replay.rows(*found[0])
+    out: dict[str, Any] = {
+        "replayed": replay.done,
+        "missing": missing,
+        "stream_in": _shown([s.stream_in for s in sets], cfg.stream_in),
+        "until": until if all_entries else None,
+    }
+    if ambiguous:
+        out["ambiguous"] = ambiguous
+    return out
+
+
+class _Replay:
+    """Dead letters back onto their partition's input, one MULTI per page."""
+
+    def __init__(self, redis: Any, keep: bool, progress: Callable[[int], None] | None) -> None:
+        self.redis = redis
+        self.keep = keep
+        self.progress = progress
+        self.done: list[dict[str, str]] = []
+
+    async def up_to(self, streams: StreamSet, bound: str) -> None:
         cursor = "-"
-        while bound is not None:
-            rows = await redis.xrange(
-                cfg.dead_letter_stream, min=cursor, max=bound, count=REPLAY_PAGE
+        while True:
+            rows = await self.redis.xrange(
+                streams.dead_letter_stream, min=cursor, max=bound, count=REPLAY_PAGE
             )
             if not rows:
-                break
-            await _replay_rows(redis, cfg, rows, keep, replayed, progress)
+                return
+            await self.rows(streams, rows)
             last = _s(rows[-1][0])
             if last == bound or len(rows) < REPLAY_PAGE:
-                break
+                return
             cursor = f"({last}"
-    else:
-        for entry_id in ids or []:
-            rows = await redis.xrange(cfg.dead_letter_stream, min=entry_id, max=entry_id)
-            if not rows:
-                missing.append(entry_id)
-                continue
-            await _replay_rows(redis, cfg, rows, keep, replayed, progress)
-    return {
-        "replayed": replayed,
-        "missing": missing,
-        "stream_in": cfg.stream_in,
-        "until": bound,
-    }
 
-
-async def _replay_rows(
-    redis: Any,
-    cfg: Any,
-    rows: list[Any],
-    keep: bool,
-    replayed: list[dict[str, str]],
-    progress: Callable[[int], None] | None,
-) -> None:
-    pipe = redis.pipeline(transaction=True)
-    for entry_id, fields in rows:
-        original = {k: v for k, v in fields.items() if k not in DEAD_LETTER_FIELDS}
-        pipe.xadd(cfg.stream_in, original)
-        if not keep:
-            pipe.xdel(cfg.dead_letter_stream, entry_id)
-    answers = await pipe.execute()
-    step = 1 if keep else 2
-    for index, (entry_id, _fields) in enumerate(rows):
-        replayed.append({"dead_entry_id": _s(entry_id), "new_entry_id": _s(answers[index * step])})
-    if progress is not None:
-        progress(len(rows))
+    async def rows(self, streams: StreamSet, rows: list[Any]) -> None:
+        pipe = self.redis.pipeline(transaction=True)
+        for entry_id, fields in rows:
+            original = {k: v for k, v in fields.items() if k not in DEAD_LETTER_FIELDS}
+            pipe.xadd(streams.stream_in, original)
+            if not self.keep:
+                pipe.xdel(streams.dead_letter_stream, entry_id)
+        answers = await pipe.execute()
+        step = 1 if self.keep else 2
+        for index, (entry_id, _fields) in enumerate(rows):
+            self.done.append(
+                {"dead_entry_id": _s(entry_id), "new_entry_id": _s(answers[index * step]),
+                 "stream_in": streams.stream_in}
+            )  # fmt: skip
+        if self.progress is not None:
+            self.progress(len(rows))

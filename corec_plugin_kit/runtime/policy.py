@@ -18,6 +18,7 @@ from typing import TYPE_CHECKING, Any
 
 from ..envelopes import parse_fields
 from ..errors import CorecError, DeadLettered, InvalidCommand
+from ..partitions import stream_sets
 
 if TYPE_CHECKING:
     from ..config import KernelConfig
@@ -84,7 +85,9 @@ class ReplyRules:
 
     def __init__(self, cfg: KernelConfig) -> None:
         self.max_length = cfg.reply_to_max_length
-        self.refused = {cfg.stream_in, cfg.dead_letter_stream}
+        self.refused = {
+            name for s in stream_sets(cfg) for name in (s.stream_in, s.dead_letter_stream)
+        }
         self.pattern = re.compile(cfg.reply_to_pattern) if cfg.reply_to_pattern else None
 
     def check(self, name: str | None) -> None:

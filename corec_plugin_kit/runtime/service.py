@@ -8,6 +8,7 @@ import os
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from ..partitions import stream_sets
 from .connection import RedisHandle
 
 if TYPE_CHECKING:
@@ -55,7 +56,12 @@ def startup_line(
     infos = kernel.processors.infos.values()
     loaded = ", ".join(sorted(i.name for i in infos if i.status == "loaded")) or "none"
     failed = ", ".join(sorted(i.name for i in infos if i.status == "failed")) or "none"
-    streams = f"{cfg.stream_in} -> {cfg.stream_out} (dead letters {cfg.dead_letter_stream})"
+    sets = stream_sets(cfg)
+    streams = "; ".join(
+        f"{s.stream_in} -> {s.stream_out} (dead letters {s.dead_letter_stream})" for s in sets
+    )
+    if len(sets) > 1:
+        streams = f"{len(sets)} partitions: {streams};"
     return (
         f"corec-kit run: {streams}, group {cfg.group}, consumer {consumer}; Redis {redis};"
         f" records {database_display(kernel)}; metrics {metrics}; processors {loaded}"
@@ -110,7 +116,7 @@ async def run_worker(
     """
     from ..redaction import install_log_redaction
     from . import metrics
-    from .worker import Worker
+    from .partitioned import make_worker
 
     # The worker's loggers exist now: their lines (outage warnings quote exception texts, which
     # may quote a URL) get the password redacted, whoever configured the handlers.
@@ -127,7 +133,7 @@ async def run_worker(
         if metrics_snapshot is None:
             server = metrics.serve(cfg.metrics_port, cfg.metrics_addr)
         async with kernel:
-            worker = Worker(
+            worker = make_worker(
                 kernel,
                 redis,
                 store,

@@ -30,6 +30,7 @@ if TYPE_CHECKING:
     from ..config import KernelConfig
     from ..dispatch import Dispatcher
     from ..kernel import Kernel
+    from ..partitions import StreamSet
     from ..storage import RecordStore
     from .commit import CommitLayout
     from .policy import ReplyRules
@@ -64,6 +65,22 @@ class Entry:
 
 
 @dataclass
+class AckBudget:
+    """``--max-commands``: how many entries a run acknowledges before it stops (shared by the
+    workers of one process's partitions, which each register their ``stop``)."""
+
+    limit: int
+    spent: int = 0
+    stops: list[Callable[[], None]] = field(default_factory=list)
+
+    def spend(self, count: int) -> None:
+        self.spent += count
+        if self.spent >= self.limit:
+            for stop in self.stops:
+                stop()
+
+
+@dataclass
 class WorkerStats:
     """Counts of one worker run (printed by ``corec-kit run``)."""
 
@@ -90,9 +107,11 @@ class WorkerState(ABC):
     metrics: metrics.Recorder
     stats: WorkerStats
     burst: bool
-    max_commands: int | None
+    budget: AckBudget | None
     concurrency: int
     batch_size: int
+    #: This worker's partition; ``stream`` is its ``stream_in``.
+    streams: StreamSet
     stream: str
     group: str
     consumer: str

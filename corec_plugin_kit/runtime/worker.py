@@ -33,13 +33,15 @@ from typing import TYPE_CHECKING, Any
 from redis.exceptions import ResponseError
 
 from ..envelopes import as_text as _s
+from ..partitions import StreamSet, stream_sets
 from . import metrics
+from .breaker import CircuitBreaker
 from .commit import CommitLayout, Committing
 from .handling import Handling
 from .maintenance import Maintenance
 from .policy import ReplyRules
 from .reading import Reading
-from .state import Entry, WorkerStats
+from .state import AckBudget, Entry, WorkerStats
 from .transport import TRANSIENT_REDIS, is_cluster
 
 if TYPE_CHECKING:
@@ -61,6 +63,10 @@ class Worker(Reading, Handling, Committing, Maintenance):
     :param max_commands: stop after acknowledging this many entries.
     :param reconnect: called (sync) before retrying after a Redis connection error, e.g. to
         restart the embedded server.
+    :param streams: the partition this worker reads (default: the first, the only one unless
+        ``kernel.partitions`` > 1); :class:`~.partitioned.WorkerSet` runs one per partition.
+    :param breakers: circuit breakers shared with other workers of this process.
+    :param budget: ``max_commands`` shared with other workers of this process.
     """
 
     def __init__(
@@ -75,6 +81,9 @@ class Worker(Reading, Handling, Committing, Maintenance):
         consumer: str | None = None,
         reconnect: Callable[[], Any] | None = None,
         clock: Callable[[], float] = time.monotonic,
+        streams: StreamSet | None = None,
+        breakers: dict[str, CircuitBreaker] | None = None,
+        budget: AckBudget | None = None,
     ) -> None:
         cfg = kernel.settings.kernel
         self.kernel = kernel
@@ -82,10 +91,15 @@ class Worker(Reading, Handling, Committing, Maintenance):
         self.redis = redis
         self.store = store
         self.burst = burst
-        self.max_commands = max_commands
+        if budget is None and max_commands is not None:
+            budget = AckBudget(max_commands)
+        self.budget = budget
+        if budget is not None:
+            budget.stops.append(self.stop)
+        self.streams = streams or stream_sets(cfg)[0]
         self.concurrency = concurrency or cfg.concurrency
         self.batch_size = cfg.batch_size
-        self.stream = cfg.stream_in
+        self.stream = self.streams.stream_in
         self.group = cfg.group
         self.consumer = consumer or cfg.consumer_name()
         self.reconnect = reconnect
@@ -94,8 +108,10 @@ class Worker(Reading, Handling, Committing, Maintenance):
         self.dispatcher = kernel.dispatcher
         self.metrics = metrics.Recorder(set(kernel.routing), self)
         self.reply_rules = ReplyRules(cfg)
-        self.layout = CommitLayout.of(cfg, self.consumer, cluster=is_cluster(redis))
-        self.breakers = {}
+        self.layout = CommitLayout.of(
+            cfg, self.consumer, cluster=is_cluster(redis), streams=self.streams
+        )
+        self.breakers = breakers if breakers is not None else {}
         self.parked = {}
         self._parked_ids = set()
         self._committing_ids = set()
@@ -108,7 +124,6 @@ class Worker(Reading, Handling, Committing, Maintenance):
         self._room = asyncio.Event()
         self._stopping = asyncio.Event()
         self._committing = 0
-        self._acked = 0
         self._recreated = deque(maxlen=5)
         self._read_task = None
         self._grace_deadline = None  # set when shutdown starts

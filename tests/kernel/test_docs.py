@@ -150,6 +150,7 @@ def test_every_builtin_command_is_documented() -> None:
         "completion",
         "run",
         "send",
+        "streams",
         "history",
         "corec",
     ],

@@ -158,6 +158,18 @@ class LocalCluster:
         self.wait_ok(timeout)
         return self.master_of(key)
 
+    def revive(self, port: int, timeout: float = 60) -> None:
+        """Restart a killed node from its ``nodes.conf``: it rejoins as a replica of the master
+        that replaced it, so every master has a replica again (a later failover needs one)."""
+        self._start_node(port)
+        self._wait(lambda: cli(port, "PING").strip() == "PONG", f"node {port} to restart", timeout)
+        self._wait(
+            lambda: "role:slave" in cli(port, "INFO", "replication") and self.replicas_synced(),
+            f"node {port} to sync as a replica",
+            timeout,
+        )
+        self.wait_ok(timeout)
+
     def stop(self) -> None:
         for proc in self.procs.values():
             if proc.poll() is None:

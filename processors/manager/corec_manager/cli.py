@@ -111,7 +111,11 @@ def dlq() -> None:
 
 @dlq.command("list")
 @click.option("--limit", default=100, show_default=True, type=click.IntRange(1, 10_000))
-@click.option("--start", default="-", help="First entry id, or (ID to continue after it.")
+@click.option(
+    "--start",
+    default="-",
+    help="First entry id, or (ID to continue after it (PARTITION/ID with kernel.partitions > 1).",
+)
 @json_option
 @pass_kernel
 def dlq_list_cmd(kernel: Any, limit: int, start: str, as_json: bool) -> None:
@@ -130,7 +134,7 @@ def echo_dead_letters(page: dict[str, Any]) -> None:
     for entry in page["entries"]:
         error = entry["error"] or {}
         click.echo(
-            f"{entry['entry_id']}  {entry['action'] or '?':<20} "
+            f"{entry['ref']}  {entry['action'] or '?':<20} "
             f"deliveries={entry['deliveries']}"
             f"  {error.get('type', '?')}: {error.get('message', '')}"
         )
@@ -147,6 +151,9 @@ def echo_dead_letters(page: dict[str, Any]) -> None:
 def dlq_replay_cmd(kernel: Any, ids: tuple[str, ...], all_entries: bool, keep: bool) -> None:
     """Put dead letters back on stream_in (by entry id, or --all), with progress.
 
+    With kernel.partitions > 1, name them PARTITION/ID (as `dlq list` shows them); each goes
+    back to its own partition's input stream.
+
     --all replays the dead letters present when it starts, each once: those dead-lettered
     again meanwhile are left for the next replay.
     """
@@ -154,7 +161,7 @@ def dlq_replay_cmd(kernel: Any, ids: tuple[str, ...], all_entries: bool, keep: b
 
     if not ids and not all_entries:
         raise click.UsageError("name dead-letter entry ids, or pass --all")
-    until: str | None = None
+    until: str | dict[str, str] | None = None
     if all_entries:
         # The bound is read once, here: the bar's length is exactly what will be replayed.
         bound = run_in_kernel(kernel, lambda: dlq_bound(kernel))
@@ -166,13 +173,25 @@ def dlq_replay_cmd(kernel: Any, ids: tuple[str, ...], all_entries: bool, keep: b
         total = len(ids)
     outcome = replay_with_progress(kernel, list(ids), total, all_entries, keep, until)
     click.echo(f"replayed {len(outcome['replayed'])} onto {outcome['stream_in']}")
+    if outcome.get("ambiguous"):
+        click.echo(
+            f"in several partitions: {', '.join(outcome['ambiguous'])} (name them "
+            "PARTITION/ID, as `corec-kit manager dlq list` shows them)",
+            err=True,
+        )
     if outcome["missing"]:
         click.echo(f"not found: {', '.join(outcome['missing'])}", err=True)
+    if outcome["missing"] or outcome.get("ambiguous"):
         raise SystemExit(1)
 
 
 def replay_with_progress(
-    kernel: Any, ids: list[str], total: int, all_entries: bool, keep: bool, until: str | None
+    kernel: Any,
+    ids: list[str],
+    total: int,
+    all_entries: bool,
+    keep: bool,
+    until: str | dict[str, str] | None,
 ) -> dict[str, Any]:
     """Replay ``ids`` (or, with ``all_entries``, those up to ``until``) with a bar on stderr."""
     from corec_plugin_kit.api import dlq_replay as replay

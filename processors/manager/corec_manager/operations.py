@@ -29,7 +29,11 @@ class DlqListParams(BaseModel):
 class DlqReplayParams(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
-    ids: list[str] = Field(default_factory=list, description="dead-letter entry ids to replay")
+    ids: list[str] = Field(
+        default_factory=list,
+        description="dead-letter entry ids to replay (PARTITION/ID with kernel.partitions > 1: "
+        "the `ref` of dlq_list)",
+    )
     all: bool = Field(
         False, description="replay every dead letter present when the replay starts (each once)"
     )
