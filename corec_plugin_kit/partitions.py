@@ -15,7 +15,8 @@ The names (pure functions of the configured names and P, so every producer and w
   ``{t}``), or the first of ``p<p>.1``, ``p<p>.2``... whose slot lies in the ``p``-th of P
   equal slices of the 16384 slots;
 * a stream name with a hash tag has that tag replaced by the partition's; a name without one
-  gets ``{tag}`` appended: ``corec_commands`` -> ``corec_commands{p0}``.
+  gets ``{tag}`` appended (``corec_commands`` -> ``corec_commands{p0.1}``), or put first when
+  the name holds a stray ``{``.
 
 A command goes to partition ``crc32(id) % P`` (the CRC-32 of its id's UTF-8 bytes, as
 ``zlib.crc32``), so one id always lands on one partition and its result on that partition's
@@ -76,11 +77,12 @@ def partition_tag(base: str | None, index: int, count: int) -> str:
 
 
 def with_tag(name: str, tag: str) -> str:
-    """``name`` with its hash tag replaced by ``tag`` (or ``{tag}`` appended)."""
+    """``name`` with its hash tag replaced by ``tag``; without one, ``{tag}`` appended (put
+    first when the name holds a ``{``, which would otherwise open the tag Redis reads)."""
     old = hash_tag(name)
-    if old is None:
-        return f"{name}{{{tag}}}"
-    return name.replace(f"{{{old}}}", f"{{{tag}}}", 1)
+    if old is not None:
+        return name.replace(f"{{{old}}}", f"{{{tag}}}", 1)
+    return f"{{{tag}}}{name}" if "{" in name else f"{name}{{{tag}}}"
 
 
 def stream_sets(cfg: KernelConfig) -> tuple[StreamSet, ...]:

@@ -24,6 +24,8 @@ from cluster_helpers import LocalCluster, cluster_tools
 from runtime_helpers import subprocess_env
 from shared_helpers import wait_until
 
+from corec_plugin_kit.config import KernelConfig
+from corec_plugin_kit.partitions import partition_of, stream_sets
 from corec_plugin_kit.runtime.testing import require_service
 
 pytestmark = [pytest.mark.cluster, pytest.mark.slow]
@@ -163,6 +165,84 @@ def test_a_killed_workers_entries_are_reclaimed(
     got = answers(rc, streams["stream_out"])
     assert len(got) == 20 and all(v["times"] == 1 for v in got.values())
     assert all(v["body"]["status"] == "ok" and v["body"]["attempt"] == 2 for v in got.values())
+
+
+def test_three_partitions_on_three_masters(cluster: LocalCluster, streams: dict[str, Any]) -> None:
+    """``kernel.partitions = 3``: the partitions' streams live on three different masters; a
+    worker reads all three, a killed worker's entries are reclaimed in each, dead letters stay
+    in their partition and go back to it on replay."""
+    rc = client(cluster)
+    env = subprocess_env({**streams, "partitions": 3}, claim_idle_ms=1000, max_deliveries=1)
+    env["COREC_LOAD_PROCESSORS"] = "echo_proc,manager"
+    sets = stream_sets(KernelConfig.model_validate({**streams, "partitions": 3}))
+    assert len({cluster.master_of(s.stream_in) for s in sets}) == 3
+    listed = cli(env, "streams", "--json")
+    assert [row["stream_in"] for row in json.loads(listed.stdout)] == [s.stream_in for s in sets]
+
+    def put(action: str, params: dict[str, Any], key: str) -> None:
+        add(rc, sets[partition_of(key, 3)].stream_in, action, params, id=key)
+
+    for i in range(300):
+        put("echo", {"n": i}, f"e{i}")
+    dead = [next(f"x{p}-{j}" for j in range(100) if partition_of(f"x{p}-{j}", 3) == p)
+            for p in range(3)]  # fmt: skip
+    for key in dead:
+        put("nope", {}, key)
+    for i in range(30):
+        put("sleep", {"seconds": 1.5}, f"s{i}")
+    doomed = subprocess.Popen(
+        [*CLI, "run", "--consumer", "doomed", "--concurrency", "40"],
+        env=env, stderr=subprocess.DEVNULL,
+    )  # fmt: skip
+
+    def group_pending() -> list[int]:
+        out = []
+        for s in sets:
+            try:
+                out.append(int(rc.xpending(s.stream_in, streams["group"])["pending"]))
+            except redis.ResponseError:
+                out.append(0)
+        return out
+
+    try:
+        wait_until(
+            lambda: (
+                sum(len(answers(rc, s.stream_out)) for s in sets) >= 303
+                and sum(group_pending()) == 30
+            ),
+            what="the doomed worker to answer the quick ones and hold the sleeps",
+        )
+    finally:
+        doomed.kill()  # SIGKILL with the sleeps in flight in every partition
+        doomed.wait()
+    assert all(count > 0 for count in group_pending())
+    wait_until(
+        lambda: all(
+            row["time_since_delivered"] >= 1000
+            for s in sets
+            for row in rc.xpending_range(s.stream_in, streams["group"], "-", "+", 50)
+        ),
+        what="the held entries to be idle past claim_idle_ms",
+    )
+    done = cli(env, "run", "--burst", "--consumer", "heir")
+    assert done.returncode == 0, done.stderr[-3000:]
+    got: dict[str, dict[str, Any]] = {}
+    for s in sets:
+        here = answers(rc, s.stream_out)
+        assert all(partition_of(key, 3) == s.index for key in here)
+        got.update(here)
+        assert rc.xlen(s.dead_letter_stream) == 1
+    assert len(got) == 333 and all(v["times"] == 1 for v in got.values())
+    assert all(got[f"s{i}"]["body"]["attempt"] == 2 for i in range(30))
+    assert group_pending() == [0, 0, 0]
+    replay = cli(env, "manager", "dlq", "replay", "--all")
+    assert replay.returncode == 0 and "replayed 3" in replay.stdout, replay.stderr[-2000:]
+    assert [rc.xlen(s.dead_letter_stream) for s in sets] == [0, 0, 0]
+    again = cli(env, "run", "--burst", "--consumer", "heir")
+    assert again.returncode == 0, again.stderr[-3000:]
+    assert [rc.xlen(s.dead_letter_stream) for s in sets] == [1, 1, 1]
+    for s, key in zip(sets, dead, strict=True):
+        assert answers(rc, s.stream_out)[key]["times"] == 2
 
 
 @pytest.mark.parametrize("min_replicas_ack", [0, 1])
