@@ -61,7 +61,7 @@ def startup_line(
         f"{s.stream_in} -> {s.stream_out} (dead letters {s.dead_letter_stream})" for s in sets
     )
     if len(sets) > 1:
-        streams = f"{len(sets)} partitions: {streams};"
+        streams = f"{len(sets)} partitions [{streams}]"
     return (
         f"corec-kit run: {streams}, group {cfg.group}, consumer {consumer}; Redis {redis};"
         f" records {database_display(kernel)}; metrics {metrics}; processors {loaded}"

@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import re
 from pathlib import Path
+from typing import Any
 
 from prometheus_client import REGISTRY
 
@@ -35,7 +36,7 @@ def test_every_metric_named_in_the_docs_and_dashboard_exists() -> None:
     dashboard = json.loads((DOCS / "grafana-dashboard.json").read_text())
     exprs = " ".join(t["expr"] for p in dashboard["panels"] for t in p["targets"])
     for source in (text, exprs):
-        for name in set(re.findall(r"\bcorec_[a-z_]+", source)):
+        for name in set(re.findall(r"\bcorec_[a-z_]+", source)) - {"corec_plugin_kit"}:
             base = re.sub(r"_(bucket|sum|count|total)$", "", name)
             assert name in known or base in known or f"{base}_total" in known, name
     # and every exported family is documented
@@ -43,3 +44,29 @@ def test_every_metric_named_in_the_docs_and_dashboard_exists() -> None:
                    "corec_pending_entries", "corec_dead_letters_total", "corec_circuit_state",
                    "corec_redeliveries_total", "corec_commands_in_flight"):  # fmt: skip
         assert family in text
+
+
+def streams_examples(page: str) -> list[tuple[dict[str, str], str]]:
+    """``corec-kit streams`` examples of a page: the environment they imply, and the output."""
+    text = (DOCS / page).read_text()
+    out = []
+    for block in re.findall(r"```console\n(.*?)```", text, flags=re.DOTALL):
+        first, _, printed = block.partition("\n")
+        if "corec-kit streams" not in first:
+            continue
+        env = dict(re.findall(r"(COREC_[A-Z_]+)=(\S+)", first))
+        if not env:  # operations.md: the JSON config just above the example
+            config = re.findall(r"```json\n(.*?)```", text[: text.index(block)], re.DOTALL)[-1]
+            for key, value in json.loads(config)["kernel"].items():
+                env[f"COREC_KERNEL__{key.upper()}"] = str(value)
+        out.append((env, printed))
+    return out
+
+
+def test_the_streams_examples_are_what_the_command_prints(corec_cli: Any) -> None:
+    examples = streams_examples("operations.md") + streams_examples("cli.md")
+    assert len(examples) == 2
+    for env, printed in examples:
+        result = corec_cli("streams", env=env)
+        assert result.exit_code == 0, result.output
+        assert result.output == printed
