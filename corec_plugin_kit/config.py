@@ -537,7 +537,7 @@ def _from_corec_file(data: dict[str, Any]) -> tuple[dict[str, Any], list[str]]:
     return _merge(overrides, rest), warnings
 
 
-def _strict_env() -> bool:
+def strict_from_env() -> bool:
     value = os.environ.get("COREC_STRICT_PROCESSORS", "").strip().lower()
     return value in {"1", "true", "yes", "on"}
 
@@ -575,6 +575,27 @@ class Settings:
             except ValidationError as exc:
                 problems.extend(format_validation_error(exc, prefix=name))
         return problems
+
+
+    def section_warnings(self, installed: Iterable[str]) -> list[str]:
+        """What the config sets that has no effect: sections that name no installed processor,
+        and what each validated section's model reports in ``config_warnings()`` (e.g. a
+        folder that does not exist), as ``section.key: message``."""
+        known = set(installed)
+        out = []
+        for name in sorted(self.raw_sections):
+            if name not in known:
+                names = ", ".join(sorted(known)) or "none"
+                out.append(
+                    f"{name}: this section names no installed processor (installed: {names}), "
+                    "so nothing reads it; a processor's settings go in a section named after "
+                    "it (docs/configuration.md)"
+                )
+        for name, model in self.processors.items():
+            report = getattr(model, "config_warnings", None)
+            if callable(report):
+                out += [f"{name}.{warning}" for warning in report()]
+        return out
 
 
 def format_validation_error(exc: ValidationError, prefix: str = "") -> list[str]:
@@ -704,7 +725,7 @@ def load_settings(
         # and every problem is reported at once.
         bad = {err["loc"][0] for err in exc.errors() if err["loc"]}
         kernel = KernelConfig.model_validate({k: v for k, v in kernel_raw.items() if k not in bad})
-    if warnings and (kernel.strict_processors or _strict_env()):
+    if warnings and (kernel.strict_processors or strict_from_env()):
         problems += warnings
         warnings = []
     for warning in warnings:

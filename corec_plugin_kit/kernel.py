@@ -7,14 +7,17 @@ table and reports every configuration problem at once.
 
 from __future__ import annotations
 
+import logging
 import os
 import uuid
 from collections.abc import Mapping
 from typing import TYPE_CHECKING, Any, Protocol
 
-from .config import Settings, load_settings, raise_problems
+from .config import Settings, load_settings, raise_problems, strict_from_env
 from .dispatch import Dispatcher
 from .plugins import ProcessorManager, env_flag, env_list
+
+log = logging.getLogger(__name__)
 
 if TYPE_CHECKING:
     from pydantic import BaseModel
@@ -115,6 +118,13 @@ class Kernel:
         processors.load()
         problems = list(settings.problems)
         problems += settings.validate_processors(processors.config_models())
+        warnings = settings.section_warnings(processors.infos)
+        if warnings and (strict or settings.kernel.strict_processors or strict_from_env()):
+            problems += warnings
+        else:
+            for warning in warnings:
+                log.warning("config %s: %s", settings.source or "(defaults)", warning)
+            settings.warnings += warnings
         raise_problems(problems)
         return cls(settings, processors)
 

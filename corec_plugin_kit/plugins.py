@@ -246,6 +246,10 @@ class ProcessorManager:
             except Exception as exc:  # noqa: BLE001 - any import error is the processor's
                 self._fail(info, f"import of {ep.value} failed: {type(exc).__name__}: {exc}")
                 continue
+            if self._pm.is_registered(plugin):
+                # The same module, loaded already by --plugin under another name: once only.
+                del self.infos[ep.name]
+                continue
             self._add(info, plugin)
 
     def _load_module(self, spec: str) -> None:
@@ -259,10 +263,18 @@ class ProcessorManager:
         import importlib
 
         name, _, module = spec.rpartition("=")
+        installed = next((ep for ep in processor_entry_points() if ep.value == module), None)
+        if installed is not None and not name:
+            # An installed processor's own module (developing it from a checkout): its
+            # entry-point name and distribution, and loaded once, not twice.
+            name = installed.name
         name = name or module.rsplit(".", 1)[-1]
         if name in self.infos:
             return
         info = ProcessorInfo(name, module=module)
+        dist = getattr(installed, "dist", None)
+        if installed is not None and installed.name == name and dist is not None:
+            info.distribution, info.version = dist.metadata["Name"], dist.version
         self.infos[name] = info
         skip = self._wanted(name)
         if skip:
