@@ -576,7 +576,6 @@ class Settings:
                 problems.extend(format_validation_error(exc, prefix=name))
         return problems
 
-
     def section_warnings(self, installed: Iterable[str]) -> list[str]:
         """What the config sets that has no effect: sections that name no installed processor,
         and what each validated section's model reports in ``config_warnings()`` (e.g. a

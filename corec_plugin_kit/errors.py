@@ -78,9 +78,17 @@ class UnknownAction(CorecError):
     exit_code = EXIT_INVALID_COMMAND
     command_fault = True
 
-    def __init__(self, action: str) -> None:
+    def __init__(self, action: str, newer: list[str] | None = None) -> None:
         hint = "run `corec-kit actions` to list the actions that are routed"
-        super().__init__(f"unknown action {action!r}: {hint}", details={"action": action})
+        details: dict[str, Any] = {"action": action}
+        if newer:
+            shown = ", ".join(newer[:10])
+            hint = (
+                f"processors were installed after this worker started ({shown}) and may claim "
+                "it: restart the worker or send it SIGHUP (`kill -HUP PID`) to load them"
+            )
+            details["installed_since_start"] = newer[:10]
+        super().__init__(f"unknown action {action!r}: {hint}", details=details)
         self.action = action
 
 

@@ -23,6 +23,7 @@ if TYPE_CHECKING:
     from pydantic import BaseModel
     from redis.asyncio import Redis
 
+    from .errors import UnknownAction
     from .routing import RoutingTable
     from .runtime.connection import RedisHandle
     from .storage import RecordStore
@@ -141,6 +142,56 @@ class Kernel:
         if {info.name for info in self.processors.loaded} != before:
             self.routing = self.processors.routing(self.settings.kernel.action_owners)
             self.dispatcher.routing = self.routing
+
+    async def reload(self) -> list[str]:
+        """Load the processors installed since start (``SIGHUP``); the names added.
+
+        Each new processor's config section is read from the config file as it is now and
+        validated; its start-up hook runs; the routing table is rebuilt and swapped in at once,
+        so commands already running finish on what they started with and the next ones see the
+        new actions. A new processor that fails (invalid section, an action another processor
+        claims, a failing start-up hook) is marked failed and left out; nothing else changes.
+        Kernel settings and processors loaded already keep their values and code until a
+        restart.
+        """
+        from .errors import ActionConflict, CorecError
+
+        added = self.processors.load_new()
+        if not added:
+            return []
+        models = self.processors.config_models()
+        try:
+            fresh = load_settings(self.settings.source)
+        except CorecError as exc:
+            for info in added:
+                self.processors.fail(info, f"the config file cannot be read: {exc.message}")
+            return []
+        for info in added:
+            if info.status != "loaded":
+                continue
+            problems = fresh.validate_processors({info.name: models.get(info.name)})
+            if problems:
+                self.processors.fail(info, f"invalid config: {'; '.join(problems)}")
+                continue
+            self.settings.processors[info.name] = fresh.processors.get(info.name)
+        try:
+            routing = self.processors.routing(self.settings.kernel.action_owners)
+        except ActionConflict as exc:
+            for info in added:
+                self.processors.fail(info, exc.message)
+            routing = self.processors.routing(self.settings.kernel.action_owners)
+        if self._started:
+            await self.processors.startup(self, only=added)
+            routing = self.processors.routing(self.settings.kernel.action_owners)
+        self.routing = self.dispatcher.routing = routing
+        return [info.name for info in added if info.status == "loaded"]
+
+    def unknown_action(self, action: str) -> UnknownAction:
+        """The error for an action no loaded processor claims, saying so when processors were
+        installed after this kernel loaded its own (a restart or ``SIGHUP`` loads them)."""
+        from .errors import UnknownAction
+
+        return UnknownAction(action, newer=self.processors.installed_since_load())
 
     async def stop(self) -> None:
         if not self._started:

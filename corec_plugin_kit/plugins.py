@@ -21,10 +21,12 @@ kit writes ``pm.hook.<name>(...)``.
 
 from __future__ import annotations
 
+import importlib
 import inspect
 import logging
 import os
 import sys
+import time
 from collections.abc import Iterable
 from dataclasses import dataclass, field
 from importlib import metadata
@@ -119,6 +121,7 @@ class ProcessorManager:
         self.infos: dict[str, ProcessorInfo] = {}
         self._claims: dict[str, Register] = {}
         self._loaded = False
+        self._installed_cache: tuple[float, list[str]] | None = None
         if trace if trace is not None else env_flag("COREC_TRACE_HOOKS"):
             self._pm.trace.root.setwriter(lambda msg: sys.stderr.write(f"[corec-hooks] {msg}"))
             self._pm.enable_tracing()
@@ -131,6 +134,14 @@ class ProcessorManager:
         if self.allow is not None and name not in self.allow:
             return "not in the allowlist (COREC_LOAD_PROCESSORS / --load)"
         return None
+
+    def fail(self, info: ProcessorInfo, reason: str) -> None:
+        """Mark a loaded processor failed and take it out (its actions leave the routing
+        table when it is next built); logged, never raised, even in strict mode."""
+        try:
+            self._fail(info, reason)
+        except ProcessorError as exc:
+            log.warning("%s", exc.message)
 
     def _fail(self, info: ProcessorInfo, reason: str) -> None:
         info.status = "failed"
@@ -226,31 +237,68 @@ class ProcessorManager:
         for spec in env_list("COREC_PLUGINS") or ():
             self._load_module(spec)
         for ep in processor_entry_points():
-            dist = getattr(ep, "dist", None)
-            info = ProcessorInfo(
-                ep.name,
-                distribution=dist.metadata["Name"] if dist is not None else None,
-                version=dist.version if dist is not None else None,
-                module=ep.value,
-            )
-            if ep.name in self.infos:
-                # Registered in code already; an installed twin would be a conflict by name.
-                continue
-            self.infos[ep.name] = info
-            skip = self._wanted(ep.name)
-            if skip:
-                info.status, info.reason = "disabled", skip
-                continue
-            try:
-                plugin = ep.load()
-            except Exception as exc:  # noqa: BLE001 - any import error is the processor's
-                self._fail(info, f"import of {ep.value} failed: {type(exc).__name__}: {exc}")
-                continue
-            if self._pm.is_registered(plugin):
-                # The same module, loaded already by --plugin under another name: once only.
-                del self.infos[ep.name]
-                continue
-            self._add(info, plugin)
+            self._load_entry_point(ep)
+
+    def _load_entry_point(self, ep: metadata.EntryPoint) -> ProcessorInfo | None:
+        if ep.name in self.infos:
+            # Registered in code already; an installed twin would be a conflict by name.
+            return None
+        dist = getattr(ep, "dist", None)
+        info = ProcessorInfo(
+            ep.name,
+            distribution=dist.metadata["Name"] if dist is not None else None,
+            version=dist.version if dist is not None else None,
+            module=ep.value,
+        )
+        self.infos[ep.name] = info
+        skip = self._wanted(ep.name)
+        if skip:
+            info.status, info.reason = "disabled", skip
+            return info
+        try:
+            plugin = ep.load()
+        except Exception as exc:  # noqa: BLE001 - any import error is the processor's
+            self._fail(info, f"import of {ep.value} failed: {type(exc).__name__}: {exc}")
+            return info
+        if self._pm.is_registered(plugin):
+            # The same module, loaded already by --plugin under another name: once only.
+            del self.infos[ep.name]
+            return None
+        self._add(info, plugin)
+        return info
+
+    def load_new(self) -> list[ProcessorInfo]:
+        """Load processors installed since :meth:`load` (``SIGHUP``); those it loaded.
+
+        Processors loaded already keep the code they were loaded with (a changed version of
+        one needs a restart); one that failed or was disabled stays as it was.
+        """
+        if not self._loaded:
+            self.load()
+            return list(self.loaded)
+        if not self._use_entry_points:
+            return []
+        self._installed_cache = None
+        importlib.invalidate_caches()  # finders cache folder listings: see what was installed
+        added = []
+        for ep in processor_entry_points():
+            info = self._load_entry_point(ep)
+            if info is not None and info.status == "loaded":
+                added.append(info)
+        return added
+
+    def installed_since_load(self, max_age: float = 2.0) -> list[str]:
+        """Names of processors installed after :meth:`load` (not loaded here). The entry points
+        are scanned at most once per ``max_age`` seconds: this serves error messages, which a
+        producer can cause at any rate."""
+        if not self._use_entry_points or not self._loaded:
+            return []
+        now = time.monotonic()
+        cached = self._installed_cache
+        if cached is None or now - cached[0] > max_age:
+            names = [ep.name for ep in processor_entry_points() if ep.name not in self.infos]
+            cached = self._installed_cache = (now, names)
+        return list(cached[1])
 
     def _load_module(self, spec: str) -> None:
         """Load ``[name=]module`` as a processor without installing it (``COREC_PLUGINS``,
@@ -260,8 +308,6 @@ class ProcessorManager:
         module on ``sys.path`` (the current directory is added). The name defaults to the
         module's last dotted part.
         """
-        import importlib
-
         name, _, module = spec.rpartition("=")
         installed = next((ep for ep in processor_entry_points() if ep.value == module), None)
         if installed is not None and not name:
@@ -334,9 +380,11 @@ class ProcessorManager:
         self._call_one(info.plugin, "corec_cli", group=group)
         return True
 
-    async def startup(self, kernel: Kernel) -> None:
-        """Run every loaded processor's ``corec_startup`` (awaiting those that are async)."""
-        for info in list(self.loaded):
+    async def startup(self, kernel: Kernel, only: list[ProcessorInfo] | None = None) -> None:
+        """Run every loaded processor's ``corec_startup`` (awaiting those that are async);
+        ``only``: just these (processors added by :meth:`load_new`)."""
+        chosen = self.loaded if only is None else [i for i in only if i.status == "loaded"]
+        for info in chosen:
             try:
                 for outcome in self._call_one(info.plugin, "corec_startup", kernel=kernel):
                     if inspect.isawaitable(outcome):

@@ -17,7 +17,7 @@ from typing import TYPE_CHECKING, Any
 
 from ..envelopes import as_text as _s
 from ..envelopes import codex_data, dumps, failed_envelope, result_envelope
-from ..errors import CorecError, HandlerError, UnknownAction
+from ..errors import CorecError, HandlerError
 from .compat import start_task
 from .policy import Step, exhausted, settle
 from .state import Entry, WorkerState
@@ -61,7 +61,7 @@ class Handling(WorkerState):
         action = command["action"]
         spec = self.dispatcher.routing.get(action)
         if spec is None:
-            self._answer_invalid(entry, UnknownAction(action), start, command)
+            self._answer_invalid(entry, self.kernel.unknown_action(action), start, command)
             return
         entry.processor = spec.processor
         breaker = self.breaker(spec.processor)

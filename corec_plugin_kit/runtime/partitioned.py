@@ -23,7 +23,7 @@ from typing import TYPE_CHECKING, Any
 from ..partitions import stream_sets
 from .breaker import CircuitBreaker
 from .state import AckBudget, WorkerStats
-from .worker import Worker
+from .worker import Worker, schedule_reload
 
 if TYPE_CHECKING:
     from ..kernel import Kernel
@@ -46,6 +46,7 @@ class WorkerSet:
         reconnect: Callable[[], Any] | None = None,
     ) -> None:
         cfg = kernel.settings.kernel
+        self.kernel = kernel
         self.consumer = consumer or cfg.consumer_name()
         self.breakers: dict[str, CircuitBreaker] = {}
         budget = AckBudget(max_commands) if max_commands is not None else None
@@ -83,6 +84,7 @@ class WorkerSet:
         if install_signals:
             for sig in (signal.SIGTERM, signal.SIGINT):
                 loop.add_signal_handler(sig, self.stop)
+            loop.add_signal_handler(signal.SIGHUP, self.request_reload)
         tasks = [asyncio.ensure_future(worker.run()) for worker in self.workers]
         try:
             done, _ = await asyncio.wait(tasks, return_when=asyncio.FIRST_EXCEPTION)
@@ -98,9 +100,13 @@ class WorkerSet:
                     with contextlib.suppress(asyncio.CancelledError, Exception):
                         await task
             if install_signals:
-                for sig in (signal.SIGTERM, signal.SIGINT):
+                for sig in (signal.SIGTERM, signal.SIGINT, signal.SIGHUP):
                     loop.remove_signal_handler(sig)
         return self._sum()
+
+    def request_reload(self) -> None:
+        """``SIGHUP``: load the processors installed since start, for every partition."""
+        schedule_reload(self.kernel, [worker.metrics for worker in self.workers])
 
 
 def make_worker(

@@ -168,6 +168,15 @@ class Supervisor:
             if slot.process is not None and slot.process.poll() is None:
                 slot.process.send_signal(signal.SIGTERM)
 
+    def reload(self, *_args: Any) -> None:
+        """``SIGHUP``: every worker loads the processors installed since it started (a worker
+        still starting, before its handlers are in place, ends and is restarted: it loads
+        them too)."""
+        log.info("SIGHUP: passing it to %d workers", len(self.live_pids()))
+        for slot in self.slots:
+            if slot.process is not None and slot.process.poll() is None:
+                slot.process.send_signal(signal.SIGHUP)
+
     # ------------------------------------------------------------------ the loop
 
     def _tick(self) -> None:
@@ -184,6 +193,7 @@ class Supervisor:
         """Run until stopped, or until every worker finished (exited 0: drained in burst mode,
         ``--max-commands`` reached); the exit code."""
         previous = {sig: signal.signal(sig, self.stop) for sig in (signal.SIGTERM, signal.SIGINT)}
+        previous[signal.SIGHUP] = signal.signal(signal.SIGHUP, self.reload)
         try:
             for slot in self.slots:
                 self._start(slot)

@@ -53,6 +53,36 @@ __all__ = ["TRANSIENT_REDIS", "Entry", "Worker", "WorkerStats"]
 log = logging.getLogger("corec_plugin_kit.worker")
 
 
+_reloads: set[asyncio.Task[None]] = set()
+_reload_lock: asyncio.Lock | None = None
+
+
+def schedule_reload(kernel: Kernel, recorders: list[metrics.Recorder]) -> None:
+    """Run :meth:`Kernel.reload <corec_plugin_kit.kernel.Kernel.reload>` in the background
+    (one at a time), then let the metrics know the new actions; what it did is logged."""
+    task = asyncio.ensure_future(_reload(kernel, recorders))
+    _reloads.add(task)
+    task.add_done_callback(_reloads.discard)
+
+
+async def _reload(kernel: Kernel, recorders: list[metrics.Recorder]) -> None:
+    global _reload_lock
+    if _reload_lock is None:
+        _reload_lock = asyncio.Lock()
+    async with _reload_lock:
+        try:
+            added = await kernel.reload()
+        except Exception as exc:  # noqa: BLE001 - a processor must not stop the worker
+            log.error("SIGHUP: loading new processors failed: %s: %s", type(exc).__name__, exc)
+            return
+        for recorder in recorders:
+            recorder.known = set(kernel.routing)
+        if added:
+            log.info("SIGHUP: loaded %s; %d actions routed", ", ".join(added), len(kernel.routing))
+        else:
+            log.info("SIGHUP: no new processor to load; %d actions routed", len(kernel.routing))
+
+
 class Worker(Reading, Handling, Committing, Maintenance):
     """Consume ``kernel.settings.kernel.stream_in`` with one consumer of the group.
 
@@ -144,6 +174,7 @@ class Worker(Reading, Handling, Committing, Maintenance):
         if install_signals:
             for sig in (signal.SIGTERM, signal.SIGINT):
                 loop.add_signal_handler(sig, self.stop)
+            loop.add_signal_handler(signal.SIGHUP, self.request_reload)
         await self.ensure_group()
         committer = asyncio.ensure_future(self._commit_loop())
         maintainer = asyncio.ensure_future(self._maintain())
@@ -154,9 +185,13 @@ class Worker(Reading, Handling, Committing, Maintenance):
             self._stopping.set()
             await self._shutdown(committer, maintainer)
             if install_signals:
-                for sig in (signal.SIGTERM, signal.SIGINT):
+                for sig in (signal.SIGTERM, signal.SIGINT, signal.SIGHUP):
                     loop.remove_signal_handler(sig)
         return self.stats
+
+    def request_reload(self) -> None:
+        """``SIGHUP``: load the processors installed since start, without stopping."""
+        schedule_reload(self.kernel, [self.metrics])
 
     async def _read_until_stopped(self, committer: asyncio.Task[Any]) -> None:
         read_task = self._read_task = asyncio.ensure_future(self._read_loop())
