@@ -47,7 +47,14 @@ if TYPE_CHECKING:
     from .dispatch import CommandContext, ProcessContext, invalid_params
     from .kernel import Kernel
     from .procpool import ProcessPool, WorkerDied
-    from .runtime.ops import dlq_bound, dlq_list, dlq_replay, group_consumers, stream_stats
+    from .runtime.ops import (
+        dlq_bound,
+        dlq_list,
+        dlq_replay,
+        group_consumers,
+        published_breakers,
+        stream_stats,
+    )
 
 #: name -> the kit module that defines it, imported on first access.
 _LAZY = {
@@ -83,6 +90,8 @@ _LAZY = {
     "dlq_bound": "runtime.ops",
     # ``await dlq_replay(kernel, ids, all_entries=, keep=, until=, progress=)``: replay them.
     "dlq_replay": "runtime.ops",
+    # ``await published_breakers(kernel)``: the running workers' circuit breakers.
+    "published_breakers": "runtime.ops",
 }
 
 
@@ -125,6 +134,7 @@ __all__ = [
     "invalid_params",
     "parse_params",
     "pass_kernel",
+    "published_breakers",
     "redact",
     "redact_data",
     "stream_stats",

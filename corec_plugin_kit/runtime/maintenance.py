@@ -21,7 +21,7 @@ from redis.exceptions import ResponseError
 
 from ..envelopes import as_text as _s
 from ..errors import DatabaseUnavailable
-from . import metrics
+from . import metrics, published
 from .reading import id_key
 from .state import WorkerState
 from .transport import TRANSIENT_REDIS
@@ -33,7 +33,10 @@ CLAIM_CHUNK = 500
 
 
 class Maintenance(WorkerState):
-    """Claims, reclaims, breaker probes, gauges, trims, consumer pruning, record purges."""
+    """Claims, reclaims, breaker probes, gauges, trims, consumer pruning, record purges, the
+    breakers published."""
+
+    _publishing: set[asyncio.Task[None]]
 
     async def _renew(self, ids: list[str]) -> None:
         """Reset the idle time of entries we still own (JUSTID: no delivery is counted)."""
@@ -58,6 +61,29 @@ class Maintenance(WorkerState):
                     idle=idle, justid=True,
                 )  # fmt: skip
             self.stats.released += len(ids)
+
+    async def publish_breakers(self) -> None:
+        """Write this worker's breaker states where other processes read them
+        (``runtime/published.py``); a refusal (an ACL without it) costs nothing else."""
+        if not self.breakers:
+            return
+        states = published.snapshot(self.breakers)
+        with contextlib.suppress(*TRANSIENT_REDIS, ResponseError):
+            await published.publish(
+                self.redis, published.breakers_key(self.cfg), self.consumer, states
+            )
+
+    async def withdraw_breakers(self) -> None:
+        """This worker stops: its breakers are no one's now."""
+        if self.streams.index != 0 or not self.breakers:
+            return
+        with contextlib.suppress(*TRANSIENT_REDIS, ResponseError):
+            await published.withdraw(self.redis, published.breakers_key(self.cfg), self.consumer)
+
+    def _breaker_changed(self) -> None:
+        task = asyncio.ensure_future(self.publish_breakers())
+        self._publishing.add(task)
+        task.add_done_callback(self._publishing.discard)
 
     def _retry_parked(self) -> None:
         for processor, queue in self.parked.items():
@@ -133,6 +159,8 @@ class Maintenance(WorkerState):
         if not self.burst:
             tasks.append((max(0.05, cfg.claim_idle_ms / 2000), lambda: self.reclaim()))
         tasks.append((5.0, lambda: self._update_gauges()))
+        if self.streams.index == 0:  # the partitions of a process share their breakers
+            tasks.append((published.REFRESH_S, lambda: self.publish_breakers()))
         tasks.append((cfg.trim_interval_s, lambda: self.trim_input()))
         idle = cfg.dead_consumer_idle_ms
         if idle is not None:

@@ -21,6 +21,7 @@ from ..envelopes import as_text as _s
 from ..errors import InvalidParams
 from ..partitions import StreamSet, stream_sets, streams_for
 from .connection import RedisHandle, kernel_redis
+from .published import breakers_key, merged, read
 
 if TYPE_CHECKING:
     from ..kernel import Kernel
@@ -118,6 +119,10 @@ async def _group_info(redis: Any, stream: str, group: str) -> dict[str, Any] | N
 async def stream_stats(kernel: Kernel) -> dict[str, Any]:
     """Lag and pending of the group, stream lengths, breaker states, per-action counts.
 
+    ``breakers`` is each processor's worst state over the deployment's running workers (as
+    they publish them; this process's own worker as it is now) and ``breakers_by_consumer``
+    each worker's.
+
     With ``kernel.partitions`` > 1, ``lag`` and ``pending`` are summed over the partitions and
     ``partitions`` lists each one's.
     """
@@ -152,10 +157,32 @@ async def stream_stats(kernel: Kernel) -> dict[str, Any]:
     if len(sets) > 1:
         out["partitions"] = parts
     worker = kernel.runtime
-    out["breakers"] = worker.breaker_states() if worker is not None else {}
+    report = await published_breakers(kernel)
+    out["breakers"] = report["breakers"]
+    out["breakers_by_consumer"] = report["by_consumer"]
     out["worker"] = worker.counts() if worker is not None else None
     out["actions"] = await _action_counts(kernel)
     return out
+
+
+async def published_breakers(kernel: Kernel) -> dict[str, Any]:
+    """The circuit breakers of the deployment's running workers, as they publish them
+    (``runtime/published.py``; this process's own worker as it is this instant):
+    ``{"breakers": {processor: worst state}, "by_consumer": {consumer: {processor: {...}}}}``.
+    Only this process's own when this user may not read them."""
+    from redis.exceptions import ResponseError
+
+    redis = await kernel_redis(kernel)
+    try:
+        by_consumer = await read(redis, breakers_key(kernel.settings.kernel))
+    except ResponseError:  # NOPERM, or a key of another type
+        by_consumer = {}
+    worker = kernel.runtime
+    if worker is not None:
+        by_consumer[worker.consumer] = {
+            name: {"state": state} for name, state in worker.breaker_states().items()
+        }
+    return {"breakers": merged(by_consumer), "by_consumer": by_consumer}
 
 
 async def _action_counts(kernel: Kernel) -> dict[str, Any] | None:

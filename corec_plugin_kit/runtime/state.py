@@ -153,11 +153,13 @@ class WorkerState(ABC):
             def changed(state: str, processor: str = processor) -> None:
                 gauge.set(STATE_VALUE[state])
                 log.warning("circuit breaker of %r is now %s", processor, state)
+                self._breaker_changed()
 
             breaker = CircuitBreaker(
                 cb.max_failures, cb.reset_timeout, clock=self.clock, on_change=changed
             )
             self.breakers[processor] = breaker
+            self._breaker_changed()
         return breaker
 
     @property
@@ -188,6 +190,10 @@ class WorkerState(ABC):
             await asyncio.wait_for(self._stopping.wait(), delay)
 
     # ------------------------------------------------------------------ calls between parts
+
+    @abstractmethod
+    def _breaker_changed(self) -> None:
+        """maintenance: a breaker changed state; publish the breakers for other processes."""
 
     @abstractmethod
     def _queue(self, entries: list[Entry]) -> None:

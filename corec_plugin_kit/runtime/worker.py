@@ -156,6 +156,7 @@ class Worker(Reading, Handling, Committing, Maintenance):
         self._committing = 0
         self._recreated = deque(maxlen=5)
         self._read_task = None
+        self._publishing = set()
         self._grace_deadline = None  # set when shutdown starts
 
     def breaker_states(self) -> dict[str, str]:
@@ -251,3 +252,4 @@ class Worker(Reading, Handling, Committing, Maintenance):
             else:
                 await self.redis.xgroup_delconsumer(self.stream, self.group, self.consumer)
             await self.trim_input()
+        await self.withdraw_breakers()

@@ -84,6 +84,8 @@ async def health(params: NoParams, ctx: CommandContext) -> dict[str, Any]:
             report["status"] = "degraded"
     else:
         report["redis"] = "not connected (in-process dispatch)"
+    if kernel.redis is not None and report["redis"] == "ok":
+        await _breakers(kernel, report)
     if kernel.store is not None:
         try:
             ok = bool(await kernel.store.ping())
@@ -95,6 +97,20 @@ async def health(params: NoParams, ctx: CommandContext) -> dict[str, Any]:
     else:
         report["records"] = "off"
     return report
+
+
+async def _breakers(kernel: Any, report: dict[str, Any]) -> None:
+    """The deployment's circuit breakers (each processor's worst state over the running
+    workers); one open makes the status ``degraded``."""
+    from corec_plugin_kit.api import published_breakers
+
+    try:
+        report["breakers"] = (await published_breakers(kernel))["breakers"]
+    except Exception as exc:  # noqa: BLE001 - reported, not raised
+        report["breakers"] = f"unknown: {type(exc).__name__}: {exc}"
+        return
+    if "open" in report["breakers"].values():
+        report["status"] = "degraded"
 
 
 @hookimpl
