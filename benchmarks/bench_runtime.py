@@ -9,10 +9,11 @@ the raw loop measured in the same run, which is the number to compare across mac
     python benchmarks/bench_runtime.py --only raw,kernel   # a subset
     python benchmarks/bench_runtime.py --n 5000 --repeat 1 # quicker
 
-Scenarios: raw (the baseline), kernel (records off), sqlite, postgres (records on), two
-workers (records off), workers2 and sqlite_workers2 (`run --workers 2`: a supervisor and two
-worker processes; compared with kernel and sqlite in the same round), latency (open loop at
---rate commands/s: p50/p99 from send to result).
+Scenarios: raw (the baseline), kernel (records off), wrapped (records off, with one trivial
+``corec_command`` wrapper: what the hook costs; compared with kernel in the same round),
+sqlite, postgres (records on), two workers (records off), workers2 and sqlite_workers2
+(`run --workers 2`: a supervisor and two worker processes; compared with kernel and sqlite in
+the same round), latency (open loop at --rate commands/s: p50/p99 from send to result).
 Needs Redis (COREC_TEST_REDIS_URL, default redis://127.0.0.1:6379/0) and, for postgres,
 COREC_TEST_POSTGRES_URL (default postgresql://postgres@127.0.0.1:5432/test).
 """
@@ -193,8 +194,11 @@ def scenario(kind: str, n: int, r: syncredis.Redis) -> dict[str, Any]:
             # "workers2", "sqlite_workers2": one `corec-kit run --workers 2` (a supervisor).
             supervised = base.endswith("workers2")
             base = base.removesuffix("workers2").removesuffix("_") or "kernel"
-            records = {"kernel": "off", "two_workers": "off"}.get(base, base)
+            records = {"kernel": "off", "two_workers": "off", "wrapped": "off"}.get(base, base)
             env = worker_env(streams, records, state, tree)
+            if base == "wrapped":  # one trivial corec_command wrapper (tests/passthrough_proc.py)
+                env["COREC_PLUGINS"] += ",passthrough_proc"
+                env["COREC_LOAD_PROCESSORS"] += ",passthrough_proc"
             if not lookup:
                 env["COREC_KERNEL__REPLAY_FINISHED"] = "false"
             cmd = [*CORE_KIT, "run", "--burst", "-q"]
@@ -256,12 +260,13 @@ PAIRS = [
     ("sqlite", "before:sqlite"),
     ("postgres", "before:postgres"),
     ("workers2", "kernel"),
+    ("wrapped", "kernel"),
     ("sqlite_workers2", "sqlite"),
 ]
 
 
 ORDER = [
-    "raw", "kernel", "before:kernel", "sqlite", "sqlite_nolookup", "before:sqlite",
+    "raw", "kernel", "wrapped", "before:kernel", "sqlite", "sqlite_nolookup", "before:sqlite",
     "postgres", "postgres_nolookup", "before:postgres", "two_workers", "workers2",
     "sqlite_workers2",
 ]  # fmt: skip

@@ -35,7 +35,9 @@ from .errors import (
     InvalidParams,
     NotImplementedYet,
     ProcessorError,
+    RateLimited,
     RegistrationError,
+    Unauthorized,
     UnknownAction,
 )
 from .hookspecs import hookimpl, hookspec
@@ -86,9 +88,11 @@ __all__ = [
     "ProcessorError",
     "ProcessorInfo",
     "ProcessorManager",
+    "RateLimited",
     "Register",
     "RegistrationError",
     "RoutingTable",
+    "Unauthorized",
     "UnknownAction",
     "__version__",
     "hookimpl",

@@ -36,7 +36,9 @@ from .errors import (
     InvalidParams,
     NotImplementedYet,
     ProcessorError,
+    RateLimited,
     RegistrationError,
+    Unauthorized,
     UnknownAction,
 )
 from .hookspecs import hookimpl
@@ -44,7 +46,7 @@ from .redaction import redact, redact_data
 
 if TYPE_CHECKING:
     from .cli import State, echo_json, get_state, parse_params, pass_kernel
-    from .dispatch import CommandContext, ProcessContext, invalid_params
+    from .dispatch import CommandCall, CommandContext, ProcessContext, invalid_params
     from .kernel import Kernel
     from .procpool import ProcessPool, WorkerDied
     from .runtime.ops import (
@@ -60,6 +62,8 @@ if TYPE_CHECKING:
 _LAZY = {
     # What a handler gets beside its params (``ctx``); it carries ``ctx.kernel``.
     "CommandContext": "dispatch",
+    # What a ``corec_command`` wrapper gets: the command, its route and its context.
+    "CommandCall": "dispatch",
     # What a ``blocking="process"`` handler gets: CommandContext without ``kernel``.
     "ProcessContext": "dispatch",
     # ``invalid_params(exc, action)``: a pydantic ValidationError as the kit's InvalidParams.
@@ -107,6 +111,7 @@ def __getattr__(name: str) -> Any:
 
 __all__ = [
     "ActionConflict",
+    "CommandCall",
     "CommandContext",
     "ConfigError",
     "CorecError",
@@ -120,8 +125,10 @@ __all__ = [
     "ProcessContext",
     "ProcessPool",
     "ProcessorError",
+    "RateLimited",
     "RegistrationError",
     "State",
+    "Unauthorized",
     "UnknownAction",
     "WorkerDied",
     "dlq_bound",

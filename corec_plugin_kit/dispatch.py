@@ -82,6 +82,30 @@ class CommandContext(ProcessContext):
     kernel: Kernel
 
 
+@dataclass(slots=True)
+class CommandCall:
+    """What a :func:`~corec_plugin_kit.hookspecs.corec_command` wrapper gets: one command on
+    its way to its handler."""
+
+    #: The command envelope as parsed (``action``, ``params`` not yet validated, ``id``,
+    #: ``meta``...). Read it; changing it changes nothing.
+    command: dict[str, Any]
+    #: The route: the action's registration (``spec.processor``, ``spec.params_model``...).
+    spec: ActionSpec
+    #: What the handler gets beside its params.
+    ctx: CommandContext
+    #: Runs the rest: validation, then the handler (the kit's innermost implementation).
+    core: Callable[[], Awaitable[Any]]
+
+    @property
+    def action(self) -> str:
+        return self.spec.action
+
+    @property
+    def processor(self) -> str:
+        return self.spec.processor
+
+
 def validation_details(exc: ValidationError) -> list[dict[str, Any]]:
     return [
         {"loc": ".".join(str(p) for p in err["loc"]), "msg": err["msg"], "type": err["type"]}
@@ -108,6 +132,9 @@ class Dispatcher:
         self.action_timeouts = dict(kernel.settings.kernel.action_timeouts)
         self._pool: DaemonThreadPool | None = None
         self._processes: ProcessPool | None = None
+        #: Some processor wraps commands (``corec_command``); checked when the kernel is built
+        #: and on reload, so that without one the dispatch never calls the hook.
+        self.wrapped = kernel.processors.wraps_commands()
 
     @property
     def pool(self) -> DaemonThreadPool:
@@ -220,6 +247,17 @@ class Dispatcher:
             details={"timeout_s": seconds},
         )
 
+    def _wrapped(
+        self, spec: ActionSpec, command: dict[str, Any], ctx: CommandContext, timeout: bool
+    ) -> Awaitable[Any]:
+        """The command through the processors' ``corec_command`` wrappers."""
+
+        async def core() -> Any:
+            model = self.validate(spec, command.get("params") or {})
+            return await self.call(spec, model, ctx, timeout=timeout)
+
+        return self.kernel.processors.wrap_command(CommandCall(command, spec, ctx, core))
+
     async def dispatch(
         self,
         command: dict[str, Any],
@@ -268,7 +306,6 @@ class Dispatcher:
         error: CorecError | None = None
         result: Any = None
         try:
-            model = self.validate(spec, command.get("params") or {})
             ctx = CommandContext(
                 key,
                 action,
@@ -280,7 +317,11 @@ class Dispatcher:
                 self.kernel,
                 wire=command.get("wire", "kit"),
             )
-            result = await self.call(spec, model, ctx, timeout=timeout)
+            if self.wrapped:
+                result = await self._wrapped(spec, command, ctx, timeout)
+            else:
+                model = self.validate(spec, command.get("params") or {})
+                result = await self.call(spec, model, ctx, timeout=timeout)
             if hasattr(result, "model_dump"):
                 result = result.model_dump(mode="json")
         except CorecError as exc:

@@ -114,6 +114,22 @@ class NotImplementedYet(HandlerError):
     """An action is registered but its behaviour has not been built yet."""
 
 
+class Unauthorized(CorecError):
+    """The command may not run: a ``corec_command`` wrapper refused it (who sent it, what it
+    asks). Answered, not retried, not dead-lettered."""
+
+    wire_type = "unauthorized"
+    exit_code = EXIT_INVALID_COMMAND
+
+
+class RateLimited(CorecError):
+    """Too many commands of this kind just now: a ``corec_command`` wrapper refused this one.
+    Answered, not retried; the producer may send it again later (``details`` may say when)."""
+
+    wire_type = "rate_limited"
+    exit_code = EXIT_HANDLER_ERROR
+
+
 class HandlerTimeout(CorecError):
     """A handler ran longer than its timeout."""
 
@@ -198,7 +214,8 @@ def exit_code_for(error_type: str) -> int:
 
 
 _FAULT_EXIT = {
-    cls.wire_type: cls.exit_code for cls in (InvalidCommand, UnknownAction, InvalidParams)
+    cls.wire_type: cls.exit_code
+    for cls in (InvalidCommand, UnknownAction, InvalidParams, Unauthorized)
 }
 
 

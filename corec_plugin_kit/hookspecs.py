@@ -4,7 +4,8 @@ Hooks are grouped by phase. The kernel calls them in this order:
 
 1. registration: :func:`corec_register_actions`, as each processor loads;
 2. configuration: :func:`corec_config_model`, while the config sections are validated;
-3. lifecycle: :func:`corec_startup`, then :func:`corec_shutdown`.
+3. lifecycle: :func:`corec_startup`, then :func:`corec_shutdown`;
+4. commands: :func:`corec_command` wraps every command on its way to its handler.
 
 :func:`corec_cli` is called only when that processor's command group is invoked.
 
@@ -21,7 +22,7 @@ when the two disagree.
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 import pluggy
 
@@ -31,6 +32,7 @@ if TYPE_CHECKING:
     import click
     from pydantic import BaseModel
 
+    from .dispatch import CommandCall
     from .kernel import Kernel
     from .routing import Register
 
@@ -142,12 +144,56 @@ def corec_shutdown(kernel: Kernel) -> Awaitable[None] | None:
     """
 
 
+# --------------------------------------------------------------------------- commands
+
+
+@hookspec(firstresult=True)
+def corec_command(call: CommandCall) -> Awaitable[Any]:
+    """Wrap every command on its way to its handler: observe, refuse, or change its result.
+
+    Implement it as a new-style pluggy **wrapper**, ``@hookimpl(wrapper=True)``, a generator
+    that yields once. The code before the ``yield`` runs before the command is
+    validated and handled; raising a :class:`~corec_plugin_kit.errors.CorecError` there (e.g.
+    :class:`~corec_plugin_kit.errors.Unauthorized`) refuses the command with that error. The
+    ``yield`` returns an **awaitable** of the handler's result (validation, handler, the rest of
+    the chain); the wrapper returns an awaitable too, usually a coroutine that awaits the one it
+    got, and may look at the result or the error, replace the result, or raise::
+
+        @hookimpl(wrapper=True)
+        def corec_command(call):
+            if call.command.get("meta", {}).get("role") != "admin":
+                raise Unauthorized(f"{call.action} needs role admin")
+            inner = yield
+
+            async def run():
+                result = await inner
+                return {"wrapped": result}
+
+            return run()
+
+    Called for every command (stream worker, ``exec``, the CoreC adapter), before validation.
+    Several wrappers nest in pluggy's order: the last registered outermost, ``tryfirst=True``
+    outermost of all, ``trylast=True`` innermost. A processor that implements it as a plain
+    (non-wrapper) hook fails to load. When no processor implements it, the dispatch never calls
+    it (checked when the kernel starts and on ``SIGHUP``).
+
+    :param call: the command (``call.command``: the envelope as parsed, ``params`` not yet
+        validated), its route (``call.action``, ``call.processor``, ``call.spec``) and its
+        context (``call.ctx``, what the handler will get).
+    :return: an awaitable of the result.
+
+    .. versionadded:: 0.1
+    """
+    raise NotImplementedError  # never called: the kit's own implementation runs the handler
+
+
 HOOK_NAMES: tuple[str, ...] = (
     "corec_config_model",
     "corec_register_actions",
     "corec_cli",
     "corec_startup",
     "corec_shutdown",
+    "corec_command",
 )
 
 __all__ = ["HOOK_NAMES", "PROJECT_NAME", "hookimpl", "hookspec"]

@@ -142,6 +142,7 @@ class Kernel:
         if {info.name for info in self.processors.loaded} != before:
             self.routing = self.processors.routing(self.settings.kernel.action_owners)
             self.dispatcher.routing = self.routing
+            self.dispatcher.wrapped = self.processors.wraps_commands()
 
     async def reload(self) -> list[str]:
         """Load the processors installed since start (``SIGHUP``); the names added.
@@ -184,6 +185,7 @@ class Kernel:
             await self.processors.startup(self, only=added)
             routing = self.processors.routing(self.settings.kernel.action_owners)
         self.routing = self.dispatcher.routing = routing
+        self.dispatcher.wrapped = self.processors.wraps_commands()
         return [info.name for info in added if info.status == "loaded"]
 
     def unknown_action(self, action: str) -> UnknownAction:

@@ -40,12 +40,27 @@ from .errors import ProcessorError
 from .routing import Register, RoutingTable
 
 if TYPE_CHECKING:
+    from collections.abc import Awaitable
+
     import click
     from pydantic import BaseModel
 
+    from .dispatch import CommandCall
     from .kernel import Kernel
 
 log = logging.getLogger("corec_plugin_kit.plugins")
+
+
+class _Core:
+    """The innermost ``corec_command``: runs the command (validation, then the handler)."""
+
+    @staticmethod
+    @hookspecs.hookimpl(trylast=True)
+    def corec_command(call: CommandCall) -> Awaitable[Any]:
+        return call.core()
+
+
+_CORE = _Core()
 
 ENTRY_POINT_GROUP = "corec.processors"
 Status = Literal["loaded", "failed", "disabled"]
@@ -114,6 +129,7 @@ class ProcessorManager:
     ) -> None:
         self._pm = pluggy.PluginManager(hookspecs.PROJECT_NAME)
         self._pm.add_hookspecs(hookspecs)
+        self._pm.register(_CORE, name="corec-kit")
         self._use_entry_points = entry_points
         self.allow = set(allow) if allow is not None else None
         self.deny = set(deny)
@@ -122,9 +138,12 @@ class ProcessorManager:
         self._claims: dict[str, Register] = {}
         self._loaded = False
         self._installed_cache: tuple[float, list[str]] | None = None
+        self._wrappers: list[Any] = []
+        self._traced = False
         if trace if trace is not None else env_flag("COREC_TRACE_HOOKS"):
             self._pm.trace.root.setwriter(lambda msg: sys.stderr.write(f"[corec-hooks] {msg}"))
             self._pm.enable_tracing()
+            self._traced = True
 
     # ------------------------------------------------------------------ loading
 
@@ -211,6 +230,14 @@ class ProcessorManager:
                 info,
                 f"implements unknown hook(s) {', '.join(unknown)}; known hooks: "
                 f"{', '.join(hookspecs.HOOK_NAMES)} (is it written for a newer corec-plugin-kit?)",
+            )
+            return
+        command_opts = self._pm.parse_hookimpl_opts(plugin, "corec_command")
+        if command_opts is not None and not command_opts.get("wrapper"):
+            self._fail(
+                info,
+                "implements corec_command as a plain hook: it must be a wrapper, "
+                "@hookimpl(wrapper=True), that yields once (docs/hooks.md)",
             )
             return
         try:
@@ -357,6 +384,61 @@ class ProcessorManager:
             [self._claims[info.name] for info in self.loaded if info.name in self._claims],
             owners,
         )
+
+    def wraps_commands(self) -> bool:
+        """Does a loaded processor implement :func:`~.hookspecs.corec_command`? Also takes
+        note of the wrappers, outermost first, for :meth:`wrap_command`."""
+        impls = self._pm.hook.corec_command.get_hookimpls()
+        self._wrappers = [impl for impl in reversed(impls) if impl.plugin is not _CORE]
+        return bool(self._wrappers)
+
+    def wrap_command(self, call: CommandCall) -> Awaitable[Any]:
+        """The awaitable of ``call`` through every ``corec_command`` wrapper, innermost the
+        kit's own (``call.core()``: validation, then the handler).
+
+        What pluggy's call does for wrappers, without looking the implementations up again
+        for every command (the list is taken by :meth:`wraps_commands`): each wrapper runs to
+        its ``yield``; an error there goes back out through the wrappers already started; the
+        awaitable (or the error) is sent back through them innermost first. With
+        ``COREC_TRACE_HOOKS`` the call goes through pluggy, traced.
+        """
+        if self._traced:
+            aw: Awaitable[Any] = self._pm.hook.corec_command(call=call)
+            return aw
+        started = []
+        result: Any = None
+        error: BaseException | None = None
+        try:
+            for impl in self._wrappers:
+                gen = impl.function(call) if impl.argnames else impl.function()
+                try:
+                    next(gen)
+                except StopIteration:
+                    raise RuntimeError(
+                        f"the corec_command wrapper of {impl.plugin_name!r} did not yield"
+                    ) from None
+                started.append((impl, gen))
+            result = call.core()
+        except BaseException as exc:  # noqa: BLE001 - handed to the wrappers, then raised
+            error = exc
+        for impl, gen in reversed(started):
+            try:
+                if error is None:
+                    gen.send(result)
+                else:
+                    gen.throw(error)
+            except StopIteration as stop:
+                result, error = stop.value, None
+            except BaseException as exc:  # noqa: BLE001 - the next wrapper out sees it
+                error = exc
+            else:
+                gen.close()
+                error = RuntimeError(
+                    f"the corec_command wrapper of {impl.plugin_name!r} yielded twice"
+                )
+        if error is not None:
+            raise error
+        return result  # type: ignore[no-any-return]
 
     def config_models(self) -> dict[str, type[BaseModel] | None]:
         """Each loaded processor's config section model (``None`` = takes no config)."""

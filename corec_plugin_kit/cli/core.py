@@ -7,12 +7,19 @@ in ``corec_install``) and are imported only through :data:`LAZY_COMMANDS`, when 
 run or its own ``--help`` is asked for; each processor's commands are mounted as a lazy group. So
 ``--help`` and shell completion never import a command's module, processor code, pydantic,
 redis, asyncpg or jinja2, and no command module is imported by this one.
+
+Shell completion (click's protocol, see :meth:`KitGroup._main_shell_completion`) runs no group
+callback and has no active context: :class:`ProcessorGroup` finds the global options through the
+context click hands it, ``--load``/``--disable`` complete the entry points' names (no import),
+and whatever fails while completing completes nothing instead of printing a traceback.
 """
 
 from __future__ import annotations
 
+import contextlib
 import os
 import sys
+from collections.abc import MutableMapping
 from typing import TYPE_CHECKING, Any, NoReturn
 
 import click
@@ -20,7 +27,7 @@ import click
 from .. import __version__
 from ..errors import EXIT_INTERNAL, CorecError
 from ..redaction import install_log_redaction, redact
-from .state import F, State, get_state
+from .state import F, State, export_plugins, get_state, quiet
 
 if TYPE_CHECKING:
     from click.shell_completion import CompletionItem
@@ -94,36 +101,51 @@ LAZY_COMMANDS = {
 
 
 class ProcessorGroup(click.Group):
-    """A processor's commands; its code is imported only when the group is used."""
+    """A processor's commands; its code is imported only when the group is used.
+
+    The group fills itself from the :class:`State` of the context click passes (not the current
+    one: shell completion resolves commands with no active context and no group callback run).
+    While completing (a resilient context) the processors load silently, and a processor that is
+    unavailable or fails offers no commands.
+    """
 
     def __init__(self, name: str, help_text: str) -> None:
         super().__init__(name=name, help=help_text, short_help=help_text)
         self._filled = False
 
-    def _fill(self) -> None:
+    def _fill(self, ctx: click.Context) -> None:
         if self._filled:
             return
         self._filled = True
-        state = get_state()
-        processors = state.processors()
-        if not processors.add_cli(self.name, self):
-            info = processors.infos.get(self.name)
-            why = f"{info.status}: {info.reason}" if info else "not installed"
-            raise CorecError(
-                f"processor {self.name!r} is not available ({why}); "
-                "see `corec-kit list-processors`",
-                details=None,
-            )
+        if not ctx.resilient_parsing:
+            self._add_commands(ctx)
+            return
+        # Completing: a processor that is unavailable or fails offers no commands, silently.
+        with contextlib.suppress(Exception), quiet():
+            self._add_commands(ctx)
+
+    def _add_commands(self, ctx: click.Context) -> None:
+        # The processor's corec_cli hook may itself look for the current context.
+        with ctx.scope(cleanup=False):
+            processors = get_state(ctx).processors()
+            if processors.add_cli(self.name, self):
+                return
+        info = processors.infos.get(self.name)
+        why = f"{info.status}: {info.reason}" if info else "not installed"
+        raise CorecError(
+            f"processor {self.name!r} is not available ({why}); see `corec-kit list-processors`",
+            details=None,
+        )
 
     def list_commands(self, ctx: click.Context) -> list[str]:
         try:
-            self._fill()
+            self._fill(ctx)
         except CorecError:
             return []
         return super().list_commands(ctx)
 
     def get_command(self, ctx: click.Context, cmd_name: str) -> click.Command | None:
-        self._fill()
+        self._fill(ctx)
         return super().get_command(ctx, cmd_name)
 
 
@@ -136,6 +158,35 @@ def _entry_points() -> list[Any]:
     from importlib import metadata
 
     return sorted(metadata.entry_points(group="corec.processors"), key=lambda ep: ep.name)
+
+
+def _plugin_name(spec: str) -> str:
+    """The processor name of a ``--plugin``/``COREC_PLUGINS`` value ``[NAME=]MODULE``."""
+    name, _, module = spec.strip().rpartition("=")
+    return name or module.rsplit(".", 1)[-1]
+
+
+def complete_processor(
+    ctx: click.Context, param: click.Parameter, incomplete: str
+) -> list[CompletionItem]:
+    """``shell_complete`` of ``--load``/``--disable``: the installed processors' entry-point names
+    and the ``--plugin``/``COREC_PLUGINS`` names, without importing any processor; the names
+    already given to the same option are left out."""
+    from click.shell_completion import CompletionItem
+
+    try:
+        names = {ep.name: f"processor ({ep.value})" for ep in _entry_points()}
+        specs = [*os.environ.get("COREC_PLUGINS", "").split(","), *ctx.params.get("plugins", ())]
+        for spec in filter(None, (spec.strip() for spec in specs)):
+            names.setdefault(_plugin_name(spec), f"--plugin {spec}")
+        given = set(ctx.params.get(param.name or "") or ())
+    except Exception:  # noqa: BLE001 - completion offers nothing rather than a traceback
+        return []
+    return [
+        CompletionItem(name, help=text)
+        for name, text in sorted(names.items())
+        if name.startswith(incomplete) and name not in given
+    ]
 
 
 class KitGroup(click.Group):
@@ -210,6 +261,17 @@ class KitGroup(click.Group):
             return None
         return ProcessorGroup(cmd_name, help_text)
 
+    def _main_shell_completion(
+        self, ctx_args: MutableMapping[str, Any], prog_name: str, complete_var: str | None = None
+    ) -> None:
+        """Answer click's completion protocol (``_COREC_KIT_COMPLETE=bash_complete`` ...) and
+        exit, as click does; anything that fails on the way completes nothing (exit 1, no
+        output, no traceback on the user's command line)."""
+        try:
+            super()._main_shell_completion(ctx_args, prog_name, complete_var)
+        except Exception:  # noqa: BLE001 - click's Exit included: a TAB never shows a traceback
+            sys.exit(1)
+
     def invoke(self, ctx: click.Context) -> Any:
         try:
             return super().invoke(ctx)
@@ -218,6 +280,12 @@ class KitGroup(click.Group):
         except KeyboardInterrupt:
             click.echo("Aborted.", err=True)
             ctx.exit(130)
+        except BrokenPipeError:
+            # `corec-kit actions | head -3`: the reader left; stop quietly, as a process killed
+            # by SIGPIPE would (exit 141), and keep Python from failing again at its exit flush.
+            devnull = os.open(os.devnull, os.O_WRONLY)
+            os.dup2(devnull, sys.stdout.fileno())
+            ctx.exit(141)
         except Exception as exc:  # noqa: BLE001 - the last resort: one line, or --debug's traceback
             _fail(ctx, exc)
 
@@ -303,12 +371,14 @@ global_options = [
         "--load",
         multiple=True,
         metavar="NAME",
+        shell_complete=complete_processor,
         help="Load only these processors (repeatable). [env: COREC_LOAD_PROCESSORS=a,b]",
     ),
     click.option(
         "--disable",
         multiple=True,
         metavar="NAME",
+        shell_complete=complete_processor,
         help="Never load these processors (repeatable). [env: COREC_DISABLE_PROCESSORS=a,b]",
     ),
     click.option(
@@ -353,9 +423,7 @@ def cli(
         logging.basicConfig(level=logging.DEBUG)
     # Every log line of the kit (and, with --debug, of its libraries) has URL passwords redacted.
     install_log_redaction(root_handlers=debug)
-    if plugins:
-        existing = os.environ.get("COREC_PLUGINS")
-        os.environ["COREC_PLUGINS"] = ",".join([*([existing] if existing else []), *plugins])
+    export_plugins(plugins)
     ctx.obj = State(config, debug, strict, load, disable)
 
 

@@ -13,7 +13,7 @@ from typing import TYPE_CHECKING, Any
 
 import click
 
-from .state import F, echo_json, get_state
+from .state import F, complete_action, echo_json, get_state
 
 if TYPE_CHECKING:
     from ..config import KernelConfig
@@ -83,19 +83,33 @@ async def _history(
     since: datetime | None,
     limit: int,
     purge: timedelta | None,
-) -> tuple[list[Any], int | None, str]:
+) -> tuple[list[Any], int | None, str, bool]:
+    """The records, how many were purged, where they were read, and whether a record
+    database was there at all."""
     from ..storage import open_store
 
     store = open_store(cfg)
     try:
         if await store.schema_version() is None:
-            return [], None if purge is None else 0, store.url_display
+            return [], None if purge is None else 0, _nothing_here(cfg, store.url_display), False
         await store.open()
         purged = await store.purge(purge) if purge is not None else None
         records = await store.query(action=action, status=status, since=since, limit=limit)
-        return records, purged, store.url_display
+        return records, purged, store.url_display, True
     finally:
         await store.close()
+
+
+def _nothing_here(cfg: KernelConfig, where: str) -> str:
+    """Where ``history`` looked, when no record database is there, and where else to look."""
+    if cfg.database_url is not None:
+        return f"{where}: it holds no records yet (no worker has written there)"
+    path = (cfg.state_dir / "corec.db").resolve()
+    return (
+        f"sqlite:///{path}: no record database here. kernel.database_url is unset, so records "
+        "go to <state_dir>/corec.db under the directory each worker runs in: run history "
+        "there, or give it the worker's config (--config, COREC_DATABASE_URL)"
+    )
 
 
 def _purge_window(
@@ -115,7 +129,12 @@ def _purge_window(
 
 
 history_options = [
-    click.option("--action", metavar="A", help="Only records of this action."),
+    click.option(
+        "--action",
+        metavar="A",
+        shell_complete=complete_action,
+        help="Only records of this action.",
+    ),
     click.option("--status", type=click.Choice(["ok", "error"]), help="Only this outcome."),
     click.option(
         "--since",
@@ -180,7 +199,7 @@ def history(
 
     cfg = get_state().kernel().settings.kernel
     purge_older_than = _purge_window(cfg, purge, purge_older_than)
-    records, purged, where = asyncio.run(
+    records, purged, where, found = asyncio.run(
         _history(
             cfg, action=action, status=status, since=since, limit=limit, purge=purge_older_than
         )
@@ -190,7 +209,7 @@ def history(
     if as_json:
         echo_json([record.as_dict() for record in records])
     elif not records:
-        click.echo(f"no records match in {where}")
+        click.echo(f"no records match in {where}" if found else f"no records: {where}")
     else:
         for record in records:
             click.echo(_line(record))

@@ -14,7 +14,7 @@ import click
 
 from ..errors import ProcessorError, exit_code_for
 from ..redaction import redact, redact_data
-from .state import echo_json, get_state, parse_params, with_params
+from .state import complete_action, echo_json, get_state, parse_params, with_params
 
 
 @click.command("list-processors")
@@ -65,7 +65,7 @@ def actions(as_json: bool) -> None:
 
 
 @click.command("describe")
-@click.argument("action")
+@click.argument("action", shell_complete=complete_action)
 def describe(action: str) -> None:
     """Print an action's description and the JSON Schema of its params."""
     kernel = get_state().kernel()
@@ -73,7 +73,7 @@ def describe(action: str) -> None:
 
 
 @click.command("exec")
-@click.argument("action")
+@click.argument("action", shell_complete=complete_action)
 @with_params
 def exec_(
     action: str, pairs: tuple[str, ...], params_json: str | None, command_id: str | None

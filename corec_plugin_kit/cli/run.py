@@ -15,7 +15,7 @@ from typing import TYPE_CHECKING, Any
 import click
 
 from ..errors import EXIT_HANDLER_ERROR, exit_code_for
-from .state import echo_json, get_state, parse_params, with_params
+from .state import complete_action, echo_json, get_state, parse_params, with_params
 
 if TYPE_CHECKING:
     from ..kernel import Kernel
@@ -169,7 +169,7 @@ def _supervise(
 
 
 @click.command("send")
-@click.argument("action")
+@click.argument("action", shell_complete=complete_action)
 @with_params
 @click.option("--reply-to", help="Stream for the result (default: kernel.stream_out).")
 @click.option("--flat", is_flag=True, help="Send CoreC's flat fields instead of one payload field.")
@@ -202,6 +202,7 @@ def send(
         raise click.UsageError("--flat and --codex are two different forms; pick one")
     params = parse_params(pairs, params_json)
     kernel = get_state().kernel()
+    ticker = _Ticker(timeout) if wait and sys.stderr.isatty() else None
     outcome = _asyncio_run(
         send_command(
             kernel,
@@ -212,8 +213,12 @@ def send(
             flat=flat,
             codex=codex,
             wait=timeout if wait else None,
+            on_sent=_say_who_reads,
+            progress=ticker,
         )
     )
+    if ticker is not None:
+        ticker.done()
     if wait:
         _print_result(outcome, timeout)
     else:
@@ -222,13 +227,55 @@ def send(
         )
 
 
+def _readers_text(readers: dict[str, Any] | None) -> str:
+    if readers is None:
+        return "is a worker running? start one with `corec-kit run`"
+    if not readers["consumers"]:
+        return (
+            f"no worker reads it: the group {readers['group']} has no consumer; start one with "
+            "`corec-kit run`"
+        )
+    return (
+        f"{readers['consumers']} consumer(s) in the group {readers['group']}, "
+        f"{readers['pending']} entries pending, lag {readers['lag']}: the workers are busy or "
+        "stuck; see `corec-kit manager stats`"
+    )
+
+
+def _say_who_reads(outcome: dict[str, Any]) -> None:
+    """``send --wait``: say at once when no worker reads the stream (rather than after the
+    whole wait)."""
+    readers = outcome.get("readers")
+    if readers is not None and not readers["consumers"]:
+        click.echo(
+            f"Warning: {outcome['stream']}: {_readers_text(readers)}; waiting anyway", err=True
+        )
+
+
+class _Ticker:
+    """``send --wait`` on a terminal: one status line on stderr, rewritten every second."""
+
+    def __init__(self, timeout: float) -> None:
+        self.timeout = timeout
+        self.shown = False
+
+    def __call__(self, waited: float) -> None:
+        click.echo(f"\rwaiting for the result: {waited:.0f}s of {self.timeout:g}s", nl=False,
+                   err=True)  # fmt: skip
+        self.shown = True
+
+    def done(self) -> None:
+        if self.shown:
+            click.echo("\r\033[K", nl=False, err=True)  # clear the status line
+
+
 def _print_result(outcome: dict[str, Any], timeout: float) -> None:
     """``send --wait``: print the result, exit as ``exec`` does (1 when none came in time)."""
     result = outcome.get("result")
     if result is None:
         click.echo(
-            f"Error: no result for {outcome['id']} within {timeout:g}s; it stays queued "
-            "(is a worker running? start one with `corec-kit run`)",
+            f"Error: no result for {outcome['id']} within {timeout:g}s; it stays queued on "
+            f"{outcome['stream']} ({_readers_text(outcome.get('readers'))})",
             err=True,
         )
         sys.exit(EXIT_HANDLER_ERROR)

@@ -1,16 +1,19 @@
 """What every ``corec-kit`` command shares: the global options' :class:`State` (and the kernel
-built from them on first use), JSON output, ``-p``/``--params`` parsing and the exit code of a
-wire error type.
+built from them on first use), JSON output, ``-p``/``--params`` parsing, and the shell completion
+of action names (:func:`complete_action`).
 
-Imports click, ``errors`` and ``redaction`` only: ``config`` and ``kernel`` load when a command
-first asks for the processors or the kernel.
+Imports click and ``errors`` only: ``config`` and ``kernel`` load when a command first asks for
+the processors or the kernel (or when an action name is completed).
 """
 
 from __future__ import annotations
 
+import contextlib
 import functools
+import io
 import json
-from collections.abc import Callable
+import os
+from collections.abc import Callable, Iterator, Mapping
 from typing import TYPE_CHECKING, Any, TypeVar
 
 import click
@@ -18,7 +21,10 @@ import click
 from ..errors import CorecError, InvalidCommand
 
 if TYPE_CHECKING:
+    from click.shell_completion import CompletionItem
+
     from ..kernel import Kernel
+    from ..routing import RoutingTable
 
 F = TypeVar("F", bound=Callable[..., Any])
 
@@ -41,6 +47,19 @@ class State:
         self.disable = list(disable)
         self._kernel: Kernel | None = None
         self._processors: Any = None
+
+    @classmethod
+    def from_params(cls, params: Mapping[str, Any]) -> State:
+        """The state of the root group's parsed ``params`` (``--plugin`` exported as by the
+        group itself): what shell completion uses, where the group's callback never runs."""
+        export_plugins(tuple(params.get("plugins") or ()))
+        return cls(
+            params.get("config"),
+            bool(params.get("debug")),
+            bool(params.get("strict")),
+            tuple(params.get("load") or ()),
+            tuple(params.get("disable") or ()),
+        )
 
     def processors(self) -> Any:
         """A loaded ProcessorManager honouring --load/--disable/--strict, env and config.
@@ -80,15 +99,81 @@ class State:
             )
         return self._kernel
 
+    def routing(self) -> RoutingTable:
+        """The routing table of the kernel; with a config that does not validate, the one of the
+        processors alone (for completing action names, which must not need a valid config)."""
+        try:
+            return self.kernel().routing
+        except CorecError:
+            routing: RoutingTable = self.processors().routing()
+            return routing
 
-def get_state() -> State:
-    """The :class:`State` of the running ``corec-kit`` invocation."""
-    ctx = click.get_current_context()
+
+def export_plugins(plugins: tuple[str, ...]) -> None:
+    """``--plugin`` values: appended to ``COREC_PLUGINS``, where the processor manager reads them
+    (and the worker processes of ``run --workers`` inherit them)."""
+    if plugins:
+        existing = os.environ.get("COREC_PLUGINS")
+        os.environ["COREC_PLUGINS"] = ",".join([*([existing] if existing else []), *plugins])
+
+
+def get_state(ctx: click.Context | None = None) -> State:
+    """The :class:`State` of this ``corec-kit`` invocation (of ``ctx``, default: the current one).
+
+    The root group's callback makes it; where that callback has not run, it is made from the
+    root context's parsed global options: shell completion resolves commands without running any
+    callback (and without an active context, hence the ``ctx`` argument), and tests may invoke a
+    subcommand without the group.
+    """
+    if ctx is None:
+        ctx = click.get_current_context()
     state = ctx.find_object(State)
-    if state is None:  # invoked without the top-level group (tests calling a subcommand)
-        state = State(None, False, False, (), ())
-        ctx.obj = state
+    if state is None:
+        root = ctx.find_root()
+        state = State.from_params(root.params)
+        if root.obj is None:
+            root.obj = state  # every context of this invocation finds it from now on
+        else:
+            ctx.obj = state
     return state
+
+
+@contextlib.contextmanager
+def quiet() -> Iterator[None]:
+    """Keep stdout, stderr and logging silent: while completing, anything a processor prints or
+    logs as it loads would corrupt the completion protocol's answer or the user's command line."""
+    import logging
+
+    previous = logging.root.manager.disable
+    logging.disable(logging.CRITICAL)
+    try:
+        with contextlib.redirect_stdout(io.StringIO()), contextlib.redirect_stderr(io.StringIO()):
+            yield
+    finally:
+        logging.disable(previous)
+
+
+def complete_action(
+    ctx: click.Context, _param: click.Parameter, incomplete: str
+) -> list[CompletionItem]:
+    """``shell_complete`` callback of an action-name parameter (``exec ACTION``, ``--action``).
+
+    The names come from the routing table, so the processors are imported (honouring the global
+    options already on the line: ``-c``, ``--load``, ``--disable``, ``--plugin``, ``--strict``).
+    Any failure completes nothing: a TAB never prints a traceback.
+    """
+    from click.shell_completion import CompletionItem
+
+    try:
+        with quiet():
+            specs = sorted(get_state(ctx).routing().items())
+    except Exception:  # noqa: BLE001 - completion offers nothing rather than a traceback
+        return []
+    return [
+        CompletionItem(name, help=spec.description)
+        for name, spec in specs
+        if name.startswith(incomplete)
+    ]
 
 
 def pass_kernel(func: F) -> F:

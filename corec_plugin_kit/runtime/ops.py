@@ -37,12 +37,18 @@ async def send_command(
     flat: bool = False,
     codex: bool = False,
     wait: float | None = None,
+    on_sent: Callable[[dict[str, Any]], None] | None = None,
+    progress: Callable[[float], None] | None = None,
 ) -> dict[str, Any]:
     """XADD one command; with ``wait`` (seconds) also read its result from the reply stream.
 
     The form (docs/protocol.md): one ``payload`` field (default), CoreC's flat fields
     (``flat``), or codex's one ``data`` field (``codex``; with the ``id`` codex's own CLI
     leaves out, so the result can be found).
+
+    With ``wait``, the outcome also says who reads the command's stream (``readers``:
+    :func:`group_readers`), and ``on_sent(outcome)`` is called before the wait begins;
+    ``progress(seconds waited)`` about once a second while it lasts.
     """
     if flat and codex:
         raise ValueError("send_command: flat and codex are two different forms; pick one")
@@ -70,7 +76,19 @@ async def send_command(
         entry_id = _s(await redis.xadd(streams.stream_in, fields))
         outcome: dict[str, Any] = {"id": key, "entry_id": entry_id, "stream": streams.stream_in}
         if wait is not None:
-            outcome["result"] = await wait_for_result(redis, reply, key, entry_id, wait)
+            # A named Redis user is an ACL user (docs/operations.md): a producer's may not run
+            # XINFO, and a refusal would land in ACL LOG. The default user may ask.
+            ask = not _named_user(cfg)
+            outcome["readers"] = (
+                await group_readers(redis, streams.stream_in, cfg.group) if ask else None
+            )
+            if on_sent is not None:
+                on_sent(outcome)
+            outcome["result"] = await wait_for_result(
+                redis, reply, key, entry_id, wait, progress=progress
+            )
+            if outcome["result"] is None and ask:  # how things stand now, for the message
+                outcome["readers"] = await group_readers(redis, streams.stream_in, cfg.group)
         return outcome
     except NoPermissionError as exc:
         raise RedisUnavailable(
@@ -82,15 +100,50 @@ async def send_command(
         await handle.close()
 
 
+def _named_user(cfg: Any) -> bool:
+    """Does ``redis_url`` log in as a named user (``user:password@``, ``?username=``)?"""
+    from urllib.parse import parse_qs, urlsplit
+
+    if cfg.redis_url is None:
+        return False
+    url = urlsplit(cfg.redis_url.get_secret_value())
+    return bool(url.username) or bool(parse_qs(url.query).get("username"))
+
+
+async def group_readers(redis: Any, stream: str, group: str) -> dict[str, Any] | None:
+    """Who reads ``stream`` in ``group``: ``{"group", "consumers", "pending", "lag"}`` (0
+    consumers when the group does not exist yet); ``None`` when this user may not ask."""
+    from redis.exceptions import ResponseError
+
+    try:
+        mine = await _group_info(redis, stream, group)
+    except ResponseError:  # a producer's ACL without XINFO
+        return None
+    if mine is None:
+        return {"group": group, "consumers": 0, "pending": 0, "lag": None}
+    return {
+        "group": group,
+        "consumers": int(mine.get("consumers") or 0),
+        "pending": int(mine.get("pending") or 0),
+        "lag": mine.get("lag"),
+    }
+
+
 async def wait_for_result(
-    redis: Any, stream: str, key: str, after: str, timeout: float
+    redis: Any,
+    stream: str,
+    key: str,
+    after: str,
+    timeout: float,
+    progress: Callable[[float], None] | None = None,
 ) -> dict[str, Any] | None:
     """Read ``stream`` from ``after`` (results of a command are newer than its entry).
 
     Stream ids count per stream, so a result written in the same millisecond as its command
     may carry a smaller sequence number: start just before that millisecond.
     """
-    deadline = time.monotonic() + timeout
+    started = time.monotonic()
+    deadline = started + timeout
     ms = int(after.split("-", 1)[0])
     last = f"{ms - 1}-18446744073709551615" if ms > 0 else "0-0"
     while True:
@@ -104,6 +157,8 @@ async def wait_for_result(
                 if _s(fields.get(b"id", b"")) == key:
                     result: dict[str, Any] = orjson.loads(fields[b"payload"])
                     return result
+        if progress is not None:
+            progress(time.monotonic() - started)
 
 
 def _shown(names: list[str], configured: str) -> str:

@@ -20,9 +20,9 @@ from corec_generator.engine import (
     ANSWERS_FILE,
     TemplateSetError,
     clear_cache,
-    glob_regex,
     template_set,
 )
+from corec_generator.globs import matches
 from corec_generator.paths import camel, pascal, slug, snake
 
 PLUGIN_DEFAULT = {
@@ -67,6 +67,14 @@ async def test_plugin_defaults(gen_exec: Any, roots: dict[str, Path]) -> None:
     pyproject = tomllib.loads((project / "pyproject.toml").read_text())
     assert pyproject["project"]["entry-points"]["corec.processors"] == {"demo": "demo.processor"}
     assert pyproject["project"]["license"] == "MIT"
+    # Bounded to the kit's compatible minor, as the shipped processors are (CHANGELOG.md).
+    from corec_plugin_kit import __version__ as kit_version
+
+    major, minor = kit_version.split(".")[:2]
+    assert (
+        f"corec-plugin-kit>={major}.{minor},<{major}.{int(minor) + 1}"
+        in (pyproject["project"]["dependencies"])
+    )
     source = (project / "demo" / "processor.py").read_text()
     assert "def corec_cli" in source and "def corec_config_model" in source
     answers = json.loads((project / ANSWERS_FILE).read_text())
@@ -348,10 +356,11 @@ def test_filters_and_globs() -> None:
     assert camel("my_plugin") == "myPlugin"
     assert pascal("my-plugin") == "MyPlugin"
     assert slug("My_Plugin") == "my-plugin"
-    assert glob_regex("*.pyc").match("a/b/c.pyc")
-    assert glob_regex("tests/**").match("tests/a/b.py")
-    assert not glob_regex("tests/*").match("tests/a/b.py")
-    assert not glob_regex("README.md").match("README.md.bak")
+    # gitignore rules (the whole table is in test_gen_globs.py)
+    assert matches("a/b/c.pyc", ["*.pyc"])
+    assert matches("tests/a/b.py", ["tests/**"])
+    assert matches("tests/a/b.py", ["tests/*"])  # tests/a is matched, so all below it
+    assert not matches("README.md.bak", ["README.md"])
 
 
 # --------------------------------------------------------------------------- CLI
@@ -461,3 +470,11 @@ def test_docs_name_every_param_config_key_and_option(corec_cli: Any) -> None:
         for option in options:
             flag = option.rstrip(",").split("/")[0]
             assert flag in text, f"docs/generator.md does not mention {flag}"
+
+
+def test_kit_requirement() -> None:
+    from corec_generator.processor import kit_requirement
+
+    assert kit_requirement("0.1.0") == "corec-plugin-kit>=0.1,<0.2"
+    assert kit_requirement("0.12.3.dev1") == "corec-plugin-kit>=0.12,<0.13"
+    assert kit_requirement("1.4.2") == "corec-plugin-kit>=1.4,<2"

@@ -372,3 +372,20 @@ def test_check_reports_each_part_with_its_exit_code(kit: Kit, tmp_path: Path) ->
     bad = kit("check", "bad.json")
     assert bad.returncode == 3
     assert "kernel.concurrency" in bad.stdout
+
+
+def test_a_closed_pipe_ends_quietly(tmp_path: Path) -> None:
+    """``corec-kit actions | head -1``: the reader is gone before the output is written. The
+    command stops quietly with SIGPIPE's exit status, no "Internal error", no traceback."""
+    read_end, write_end = os.pipe()
+    os.close(read_end)  # the reader left already: the first write fails (EPIPE)
+    try:
+        proc = subprocess.run(
+            [sys.executable, "-m", "corec_plugin_kit", "actions"],
+            stdout=write_end, stderr=subprocess.PIPE, text=True, cwd=tmp_path, check=False,
+            env={k: v for k, v in os.environ.items() if not k.startswith("COREC_")},
+        )  # fmt: skip
+    finally:
+        os.close(write_end)
+    assert proc.returncode == 141
+    assert proc.stderr == ""

@@ -272,6 +272,8 @@ def test_the_old_stream_names_stay_usable(tmp_path: Path) -> None:
 def test_check_shows_the_warnings_and_strict_fails(corec_cli: Any, tmp_path: Path) -> None:
     data = {"codex": {**CODEX_CONFIG["codex"], "modelo": "gpt"}}
     path = str(write(tmp_path, data))
+    # codex's templates_dir, as in a CoreC tree (a missing one would be a warning of its own).
+    (tmp_path / CODEX_CONFIG["codex"]["templates_dir"] / "plugin").mkdir(parents=True)
     env = {"COREC_REDIS_URL": "redis://127.0.0.1:1/0", "COREC_KERNEL__RECORDS": "false"}
     text = corec_cli("--config", path, "check", env=env)
     assert text.exit_code == 5  # Redis is down on purpose: the config line is what matters

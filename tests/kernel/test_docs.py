@@ -14,7 +14,6 @@ import os
 import re
 import subprocess
 import sys
-import textwrap
 from pathlib import Path
 from typing import Any
 
@@ -201,18 +200,19 @@ def code_block_after(text: str, marker: str, lang: str) -> str:
 
 @pytest.mark.timeout(120)
 def test_writing_processors_example_works(tmp_path: Path) -> None:
-    """Build the page's package (as an installed distribution on a path) and run its tests."""
+    """Build the page's package (as an installed distribution on a path) and run its tests with
+    the page's own pytest configuration (tests/kernel/test_docs_run.py installs it with pip)."""
     text = (DOCS / "writing-processors.md").read_text()
     site = tmp_path / "site"
     package = site / "corec_greeter"
     package.mkdir(parents=True)
     (package / "__init__.py").write_text(
-        code_block_after(text, "`corec_greeter/__init__.py`:", "python")
+        code_block_after(text, "`corec-greeter/corec_greeter/__init__.py`:", "python")
     )
     (package / "processor.py").write_text(
-        code_block_after(text, "`corec_greeter/processor.py`:", "python")
+        code_block_after(text, "`corec-greeter/corec_greeter/processor.py`:", "python")
     )
-    pyproject = code_block_after(text, "`pyproject.toml`:", "toml")
+    pyproject = code_block_after(text, "`corec-greeter/pyproject.toml`:", "toml")
     entry = re.search(r'^greeter = "(.+)"$', pyproject, flags=re.MULTILINE)
     assert entry and entry.group(1) == "corec_greeter.processor"
     # What pip would write for the entry point (pip itself is exercised by test_fresh_venv.py).
@@ -223,22 +223,13 @@ def test_writing_processors_example_works(tmp_path: Path) -> None:
     tests = tmp_path / "tests"
     tests.mkdir()
     (tests / "test_greeter.py").write_text(
-        code_block_after(text, "`tests/test_greeter.py`:", "python")
+        code_block_after(text, "`corec-greeter/tests/test_greeter.py`:", "python")
     )
-    (tmp_path / "pytest.ini").write_text(
-        textwrap.dedent(
-            """\
-            [pytest]
-            asyncio_mode = auto
-            asyncio_default_fixture_loop_scope = function
-            filterwarnings = error
-            """
-        )
-    )
+    (tmp_path / "pyproject.toml").write_text(pyproject)  # its [tool.pytest.ini_options]
     env = {k: v for k, v in os.environ.items() if not k.startswith("COREC_")}
     env["PYTHONPATH"] = str(site)
     proc = subprocess.run(
-        [sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider", "tests"],
+        [sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider", "-W", "error", "tests"],
         capture_output=True,
         text=True,
         cwd=tmp_path,

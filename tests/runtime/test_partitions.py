@@ -250,6 +250,7 @@ def test_max_commands_counts_over_the_partitions(r: redis.Redis, pstreams: dict[
     done = cli(env, "run", "--max-commands", "20", "--concurrency", "1")
     assert done.returncode == 0, done.stderr[-3000:]
     answered = sum(len(answers(r, s.stream_out)) for s in sets)
-    # The process stops once 20 are acknowledged over all partitions; the other partitions'
-    # workers finish the one command each has in flight.
-    assert 20 <= answered <= 20 + P, answered
+    # The process stops once 20 are acknowledged over all partitions; each partition's worker
+    # then finishes what it holds: at most one command in flight (concurrency 1) and one
+    # finished, being committed. Far fewer than the 90 queued.
+    assert 20 <= answered <= 20 + 2 * P, answered

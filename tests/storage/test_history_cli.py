@@ -108,11 +108,24 @@ def test_bad_since_is_a_usage_error(history: Callable[..., Any]) -> None:
     assert "neither a duration" in result.stderr
 
 
-def test_no_database_yet(history: Callable[..., Any]) -> None:
+def test_no_database_yet(history: Callable[..., Any], request: pytest.FixtureRequest) -> None:
+    """Nothing recorded where history looks: it says where it looked, and where else to."""
     result = history(seed_records=False)
     assert result.exit_code == 0
-    assert "no records match" in result.stdout
+    if "sqlite" in request.node.callspec.id:
+        # The default database: a file under the current directory's state folder.
+        assert result.stdout.startswith("no records: sqlite:////")  # the absolute path
+        assert "no record database here" in result.stdout
+        assert "run history there, or give it the worker's config" in result.stdout
+    else:
+        assert "holds no records yet" in result.stdout
     assert keys(history("--json", seed_records=False)) == []
+
+
+def test_no_match_names_the_database(history: Callable[..., Any]) -> None:
+    result = history("--action", "nothing_like_it")
+    assert result.exit_code == 0
+    assert result.stdout.startswith("no records match in ")
 
 
 @pytest.mark.parametrize(

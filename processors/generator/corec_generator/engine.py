@@ -13,6 +13,8 @@ The manifest is data, never code (copier's tasks and cookiecutter's hooks have n
      "skip_if_exists": ["README.md"],               # destination globs kept when they exist
      "exclude": ["**/*.orig"]}                      # destination globs never generated
 
+Every glob is a gitignore line, decided as ``git check-ignore`` decides it (:mod:`.globs`).
+
 Each template set owns one Jinja2 environment for the life of the process (sandboxed,
 ``StrictUndefined``, a fixed set of filters); its compiled templates and the file listing are
 cached, so a warm ``generate_plugin`` costs little more than the renders and writes themselves.
@@ -23,9 +25,8 @@ from __future__ import annotations
 import json
 import re
 import threading
-from collections.abc import Callable, Iterable, Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
-from functools import lru_cache
 from importlib import resources
 from pathlib import Path
 from typing import Any
@@ -36,6 +37,7 @@ from jinja2.sandbox import ImmutableSandboxedEnvironment
 from corec_plugin_kit import HandlerError
 
 from . import ANSWERS_FILE
+from .globs import GlobError, glob_problem, globs, matches
 from .paths import (
     OutputEscapeError,
     OutputExistsError,
@@ -69,40 +71,6 @@ _PLACEHOLDER = re.compile(r"\{\{\s*([A-Za-z_][A-Za-z0-9_]*)\s*\}\}")
 
 class TemplateSetError(HandlerError):
     """A template set is missing, malformed, or a template failed to render."""
-
-
-@lru_cache(maxsize=512)
-def glob_regex(pattern: str) -> re.Pattern[str]:
-    """A gitignore-like glob as a regex: ``**`` spans folders, ``*`` and ``?`` do not.
-
-    A pattern without ``/`` matches the file name at any depth (``*.pyc``), as in .gitignore.
-    """
-    if "/" not in pattern:
-        pattern = "**/" + pattern
-    out = []
-    i = 0
-    while i < len(pattern):
-        ch = pattern[i]
-        if pattern.startswith("**/", i):
-            out.append("(?:.*/)?")
-            i += 3
-            continue
-        if pattern.startswith("**", i):
-            out.append(".*")
-            i += 2
-            continue
-        if ch == "*":
-            out.append("[^/]*")
-        elif ch == "?":
-            out.append("[^/]")
-        else:
-            out.append(re.escape(ch))
-        i += 1
-    return re.compile("".join(out) + r"\Z", re.DOTALL)
-
-
-def matches(path: str, patterns: Iterable[str]) -> bool:
-    return any(glob_regex(p).match(path) for p in patterns)
 
 
 @dataclass(frozen=True, slots=True)
@@ -147,6 +115,7 @@ class TemplateSet:
         self.conditional: dict[str, str] = dict(self.manifest.get("conditional", {}))
         self.skip_if_exists: tuple[str, ...] = tuple(self.manifest.get("skip_if_exists", ()))
         self.exclude: tuple[str, ...] = DEFAULT_EXCLUDES + tuple(self.manifest.get("exclude", ()))
+        self._check_globs(manifest_path)
         self.env = ImmutableSandboxedEnvironment(
             loader=jinja2.FileSystemLoader(str(root)),
             undefined=jinja2.StrictUndefined,
@@ -163,6 +132,29 @@ class TemplateSet:
         self._raw: dict[str, bytes] = {}
         self._lock = threading.Lock()
 
+    def _check_globs(self, manifest_path: Path) -> None:
+        """Refuse a manifest whose globs are not gitignore lines (every problem at once)."""
+        problems = [
+            f"{key} {pattern!r}: {why}"
+            for key, patterns in (
+                ("skip_if_exists", self.skip_if_exists),
+                ("exclude", self.exclude),
+                ("conditional", tuple(self.conditional)),
+            )
+            for pattern in patterns
+            if (why := glob_problem(pattern)) is not None
+        ]
+        problems += [
+            f"conditional {pattern!r}: a negated pattern selects no file; name the files instead"
+            for pattern in self.conditional
+            if pattern.startswith("!")
+        ]
+        if problems:
+            raise TemplateSetError(
+                f"template manifest {manifest_path} has unusable globs: " + "; ".join(problems),
+                details={"template": self.name, "problems": problems},
+            )
+
     def _list(self) -> list[Entry]:
         if not self.root.is_dir():
             raise TemplateSetError(f"template folder {self.root} does not exist")
@@ -175,8 +167,9 @@ class TemplateSet:
                 continue
             render = src.endswith(TEMPLATE_SUFFIX)
             dest = src[: -len(TEMPLATE_SUFFIX)] if render else src
+            # the first key whose pattern selects the source file gives its condition
             when = next(
-                (cond for pattern, cond in self.conditional.items() if matches(src, [pattern])),
+                (cond for pattern, cond in self.conditional.items() if matches(src, (pattern,))),
                 None,
             )
             entries.append(Entry(src, tuple(dest.split("/")), render, when))
@@ -202,7 +195,10 @@ class TemplateSet:
     def render(self, context: Mapping[str, Any], exclude: Sequence[str] = ()) -> list[PlannedFile]:
         """Render every file that applies to ``context`` (conditions, excludes) in memory."""
         planned = []
-        excludes = (*self.exclude, *exclude)
+        try:
+            excluded = globs((*self.exclude, *exclude))
+        except GlobError as exc:
+            raise TemplateSetError(f"exclude_patterns: {exc}") from None
         for entry in self.entries:
             if entry.when is not None and not _condition(entry.when, context, entry.src):
                 continue
@@ -213,7 +209,7 @@ class TemplateSet:
                     f"template file {entry.src!r} renders to an unsafe path: {why}"
                 )
             path = "/".join(parts)
-            if matches(path, excludes):
+            if excluded.match(path):
                 continue
             if entry.render:
                 try:
@@ -359,7 +355,10 @@ def generate(job: Job, *, on_file: Callable[[PlannedFile], None] | None = None) 
 
 def _plan_actions(job: Job, planned: list[PlannedFile], box: Sandbox) -> None:
     """Set each file's action from what is on disk; raise every problem at once."""
-    skip_globs = (*job.tset.skip_if_exists, *job.skip_if_exists)
+    try:
+        skip = globs((*job.tset.skip_if_exists, *job.skip_if_exists))
+    except GlobError as exc:
+        raise TemplateSetError(f"skip_if_exists: {exc}") from None
     problems: list[dict[str, str]] = []
     escapes = 0
     for item in planned:
@@ -371,7 +370,7 @@ def _plan_actions(job: Job, planned: list[PlannedFile], box: Sandbox) -> None:
             continue
         if kind is None:
             continue
-        if kind == "file" and matches(item.path, skip_globs):
+        if kind == "file" and skip.match(item.path):
             item.action = "skip"
         elif kind in ("file", "symlink") and job.force:
             item.action = "overwrite"

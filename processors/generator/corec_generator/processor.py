@@ -48,6 +48,8 @@ if TYPE_CHECKING:
 TEMPLATE_DIRS = {"plugin": "plugin", "react": "react_app", "fastapi": "fastapi_app"}
 #: generate_plugin's ``kind`` -> its template set.
 PLUGIN_KINDS = {"processor": "plugin", "corec": "corec_plugin"}
+#: The template sets a ``templates_dir`` may hold (a subfolder replaces the bundled set).
+TEMPLATE_SETS = ("plugin", "corec_plugin", "react_app", "fastapi_app")
 #: Answers that only the processor kind uses (left out of a corec plugin's answers file).
 PROCESSOR_ONLY = ("with_cli", "with_config", "license")
 #: Modules of CoreC's own ``plugins`` package: a plugin folder of that name would shadow them.
@@ -61,6 +63,15 @@ def _one_line(value: str | None) -> str | None:
     if value is not None and not _TEXT.fullmatch(value):
         raise ValueError("must be one line without control characters")
     return value
+
+
+def _not_a_folder(path: Path) -> Path | None:
+    """The first existing path on the way to ``path`` (itself included) that is not a folder,
+    or ``None`` when ``path`` is a folder or can be created as one."""
+    for candidate in (path, *path.parents):
+        if candidate.exists() or candidate.is_symlink():
+            return None if candidate.is_dir() else candidate
+    return None
 
 
 def _refuse(problems: list[dict[str, str]]) -> None:
@@ -80,9 +91,9 @@ def _valid_output(value: str | None) -> str | None:
     return value
 
 
-def _valid_globs(value: list[str]) -> list[str]:
+def _valid_globs(value: list[str], info: ValidationInfo) -> list[str]:
     for pattern in value:
-        _refuse(_glob_problems(pattern, "skip_if_exists"))
+        _refuse(_glob_problems(pattern, str(info.field_name)))
     return value
 
 
@@ -102,8 +113,34 @@ class GeneratorConfig(BaseModel):
         Path("websites"), description="root that generate_website commands write below"
     )
     exclude_patterns: list[str] = Field(
-        default_factory=list, description="globs of generated paths never written"
+        default_factory=list,
+        description="gitignore lines: generated paths they select are never written",
     )
+
+    _globs = field_validator("exclude_patterns")(_valid_globs)
+
+    def config_warnings(self) -> list[str]:
+        """Settings that are valid but will not do what they seem to (``corec-kit check`` shows
+        them; ``--strict`` makes them errors): each starts with the key it is about."""
+        warnings: list[str] = []
+        if self.templates_dir is not None:
+            where = self.templates_dir
+            bundled = "the bundled templates are used"
+            if not where.exists():
+                warnings.append(f"templates_dir: {where} does not exist; {bundled}")
+            elif not where.is_dir():
+                warnings.append(f"templates_dir: {where} is not a folder; {bundled}")
+            elif not any((where / name).is_dir() for name in TEMPLATE_SETS):
+                names = ", ".join(f"{name}/" for name in TEMPLATE_SETS)
+                warnings.append(f"templates_dir: {where} holds none of {names}; {bundled}")
+        for key in ("output_plugins", "output_websites"):
+            blocked = _not_a_folder(getattr(self, key))
+            if blocked is not None:
+                warnings.append(
+                    f"{key}: {blocked} is not a folder, so nothing can be written below "
+                    f"{getattr(self, key)}"
+                )
+        return warnings
 
 
 class GeneratePluginParams(BaseModel):
@@ -271,6 +308,7 @@ def plugin_job(
         "action": f"{name}.hello",
         "has_license": params.license != "none",
         "kit_version": kit_version,
+        "kit_requirement": kit_requirement(kit_version),
         "generator_version": __version__,
     }
     return Job(
@@ -285,6 +323,15 @@ def plugin_job(
         exclude=config.exclude_patterns,
         meta=_meta(),
     )
+
+
+def kit_requirement(version: str) -> str:
+    """What a generated processor requires of the kit: its compatible minor while the kit is
+    0.x (``corec-plugin-kit>=0.1,<0.2``), its major from 1.0 (``>=1.2,<2``)."""
+    parts = [int(p) for p in version.split(".")[:2] if p.isdigit()]
+    major, minor = [*parts, 0, 0][:2]
+    upper = f"{major}.{minor + 1}" if major == 0 else f"{major + 1}"
+    return f"corec-plugin-kit>={major}.{minor},<{upper}"
 
 
 def website_job(
@@ -332,8 +379,12 @@ def website_job(
 
 
 def _glob_problems(pattern: str, loc: str) -> list[dict[str, str]]:
-    if not pattern or "\x00" in pattern or len(pattern) > 256:
-        return [{"loc": loc, "msg": f"{pattern!r} is not a usable glob", "type": "glob"}]
+    """Why ``pattern`` is not a usable gitignore line (docs/generator.md, "Globs")."""
+    from .globs import glob_problem
+
+    why = glob_problem(pattern)
+    if why is not None:
+        return [{"loc": loc, "msg": why, "type": "glob"}]
     return []
 
 

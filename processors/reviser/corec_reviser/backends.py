@@ -39,65 +39,13 @@ from typing import Any, Protocol, TypeVar
 from .config import ReviserConfig
 from .files import Unreadable, read_source
 from .findings import FileReview, Finding, crashed, severity_of, unreadable
+from .rules import PYFLAKES_CODES, UNKNOWN_PYFLAKES
 
 #: ``runner(fn, *args)``: await ``fn(*args)`` in a worker process that is killed when the
 #: awaiting task is cancelled (the kernel's ``ctx.kernel.dispatcher.run_in_process``).
 Runner = Callable[..., Awaitable[Any]]
 
 T = TypeVar("T")
-
-PYFLAKES_CODES = {
-    "UnusedImport": "F401",
-    "ImportShadowedByLoopVar": "F402",
-    "ImportStarUsed": "F403",
-    "LateFutureImport": "F404",
-    "ImportStarUsage": "F405",
-    "ImportStarNotPermitted": "F406",
-    "FutureFeatureNotDefined": "F407",
-    "PercentFormatInvalidFormat": "F501",
-    "PercentFormatExpectedMapping": "F502",
-    "PercentFormatExpectedSequence": "F503",
-    "PercentFormatExtraNamedArguments": "F504",
-    "PercentFormatMissingArgument": "F505",
-    "PercentFormatMixedPositionalAndNamed": "F506",
-    "PercentFormatPositionalCountMismatch": "F507",
-    "PercentFormatStarRequiresSequence": "F508",
-    "PercentFormatUnsupportedFormatCharacter": "F509",
-    "StringDotFormatInvalidFormat": "F521",
-    "StringDotFormatExtraNamedArguments": "F522",
-    "StringDotFormatExtraPositionalArguments": "F523",
-    "StringDotFormatMissingArgument": "F524",
-    "StringDotFormatMixingAutomatic": "F525",
-    "FStringMissingPlaceholders": "F541",
-    "TStringMissingPlaceholders": "F542",
-    "MultiValueRepeatedKeyLiteral": "F601",
-    "MultiValueRepeatedKeyVariable": "F602",
-    "TooManyExpressionsInStarredAssignment": "F621",
-    "TwoStarredExpressions": "F622",
-    "AssertTuple": "F631",
-    "IsLiteral": "F632",
-    "InvalidPrintSyntax": "F633",
-    "IfTuple": "F634",
-    "BreakOutsideLoop": "F701",
-    "ContinueOutsideLoop": "F702",
-    "YieldOutsideFunction": "F704",
-    "ReturnOutsideFunction": "F706",
-    "DefaultExceptNotLast": "F707",
-    "LazyImportNotAtModuleScope": "F708",
-    "LazyImportStarNotPermitted": "F709",
-    "DoctestSyntaxError": "F721",
-    "ForwardAnnotationSyntaxError": "F722",
-    "RedefinedWhileUnused": "F811",
-    "UndefinedName": "F821",
-    "UndefinedExport": "F822",
-    "UndefinedLocal": "F823",
-    "DuplicateArgument": "F831",
-    "UnusedVariable": "F841",
-    "UnusedIndirectAssignment": "F824",
-    "UnusedAnnotation": "F842",
-    "EagerUseOfLazyImport": "F851",
-    "RaiseNotImplemented": "F901",
-}
 
 
 _WOULD_REFORMAT = re.compile(r"^Would reformat: (.+)$|^\s*--> (.+?):\d+:\d+$", re.MULTILINE)
@@ -201,7 +149,7 @@ class _Collector:
         )
 
     def flake(self, message: Any) -> None:
-        code = PYFLAKES_CODES.get(type(message).__name__, "F999")
+        code = PYFLAKES_CODES.get(type(message).__name__, UNKNOWN_PYFLAKES)
         self.findings.append(
             Finding(
                 file=self.name,

@@ -2,11 +2,15 @@
 
 from __future__ import annotations
 
-from typing import Any, Literal
+from collections.abc import Mapping
+from typing import TYPE_CHECKING, Any, Literal
 
 from pydantic import BaseModel, Field
 
 from . import __version__
+
+if TYPE_CHECKING:
+    from .rules import Rule
 
 Severity = Literal["error", "warning", "note"]
 
@@ -105,13 +109,17 @@ SARIF_LEVELS: dict[Severity, str] = {"error": "error", "warning": "warning", "no
 FORMAT_RULE = "format"
 
 
-def to_sarif(review: Review, root: str | None = None) -> dict[str, Any]:
-    """SARIF 2.1.0, as GitHub code scanning and other SARIF consumers accept it.
+def to_sarif(
+    review: Review, root: str | None = None, ruff_rules: Mapping[str, Rule] | None = None
+) -> dict[str, Any]:
+    """SARIF 2.1.0, as GitHub code scanning and other SARIF consumers accept it (the tests
+    validate it against the OASIS schema).
 
     File URIs are relative to ``SRCROOT``, which is ``root`` (a ``file://`` URI ending in ``/``)
-    when given.
+    when given. Each rule is described by its own metadata (:mod:`corec_reviser.rules`);
+    ``ruff_rules`` is ruff's catalogue, looked up from the installed ruff when ``None``.
     """
-    rules, results = sarif_results(review)
+    rules, results = sarif_results(review, ruff_rules)
     # Files that were not reviewed (unreadable, or a linter crashed on them) are no results:
     # they are the tool's own notifications, and a crash marks the run unsuccessful.
     invocation = {
@@ -139,32 +147,38 @@ def to_sarif(review: Review, root: str | None = None) -> dict[str, Any]:
     }
 
 
-def sarif_results(review: Review) -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:
+def sarif_results(
+    review: Review, ruff_rules: Mapping[str, Rule] | None = None
+) -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:
     """The SARIF rules (each code once, in order of first use) and results of ``review``.
 
-    A finding is a result of its code's rule; a file to reformat, one of the ``format`` rule.
+    A finding is a result of its code's rule, with the finding's own message; a file to
+    reformat, one of the ``format`` rule. A rule is described by its own name, summary and help
+    (:func:`corec_reviser.rules.rule_for`), never by a finding's message.
     """
-    rules: dict[str, dict[str, Any]] = {}
+    from .rules import installed_ruff_rules, rule_for
+
+    if ruff_rules is None and review.backend == "ruff":
+        ruff_rules = installed_ruff_rules()
+    codes: list[str] = []
     results: list[dict[str, Any]] = []
     for file in review.files:
         for f in file.findings:
-            rules.setdefault(f.code, sarif_rule(f.code, f.message))
+            codes.append(f.code)
             results.append(
                 sarif_result(f.code, SARIF_LEVELS[f.severity], f.message, f.file, f.line, f.column)
             )
         if not file.formatted:
-            rules.setdefault(FORMAT_RULE, sarif_rule(FORMAT_RULE, "File is not formatted"))
+            codes.append(FORMAT_RULE)
             results.append(
                 sarif_result(
                     FORMAT_RULE, "note", f"would reformat ({review.backend})", file.file, 1, 1
                 )
             )
-    return list(rules.values()), results
-
-
-def sarif_rule(rule_id: str, description: str) -> dict[str, Any]:
-    """A SARIF ``reportingDescriptor``: the rule's id and one-line description."""
-    return {"id": rule_id, "shortDescription": {"text": description}}
+    rules = [
+        rule_for(code, review.backend, ruff_rules).descriptor() for code in dict.fromkeys(codes)
+    ]
+    return rules, results
 
 
 def sarif_result(
