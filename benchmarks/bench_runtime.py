@@ -11,6 +11,8 @@ the raw loop measured in the same run, which is the number to compare across mac
 
 Scenarios: raw (the baseline), kernel (records off), wrapped (records off, with one trivial
 ``corec_command`` wrapper: what the hook costs; compared with kernel in the same round),
+policy and rate_limited (records off, echo with a retry policy and a concurrency cap, or a
+rate limit, that never bind: what each costs),
 sqlite, postgres (records on), two workers (records off), workers2 and sqlite_workers2
 (`run --workers 2`: a supervisor and two worker processes; compared with kernel and sqlite in
 the same round), latency (open loop at --rate commands/s: p50/p99 from send to result).
@@ -124,6 +126,14 @@ def drain_rate(r: syncredis.Redis, out: str, n: int) -> float:
     return (n - 1) / max(t1 - t0, 1) * 1000
 
 
+#: The echo action's policy in the "policy" and "rate_limited" scenarios: retries and a
+#: concurrency cap that never bind (what the policy path costs), and a rate limit far above
+#: the drain rate (what one reservation in Redis per command costs).
+POLICIES = {
+    "policy": {"retry": {"attempts": 3}, "max_concurrency": 10_000},
+    "rate_limited": {"rate_limit": 1_000_000, "rate_burst": 1_000},
+}
+
 SETTINGS: dict[str, str] = {}  # --set key=value: kernel settings for every kernel scenario
 BEFORE: list[Path] = []  # --before TREE: another checkout, run as the "before:" scenarios
 
@@ -194,11 +204,14 @@ def scenario(kind: str, n: int, r: syncredis.Redis) -> dict[str, Any]:
             # "workers2", "sqlite_workers2": one `corec-kit run --workers 2` (a supervisor).
             supervised = base.endswith("workers2")
             base = base.removesuffix("workers2").removesuffix("_") or "kernel"
-            records = {"kernel": "off", "two_workers": "off", "wrapped": "off"}.get(base, base)
+            off = ("kernel", "two_workers", "wrapped", "policy", "rate_limited")
+            records = "off" if base in off else base
             env = worker_env(streams, records, state, tree)
             if base == "wrapped":  # one trivial corec_command wrapper (tests/passthrough_proc.py)
                 env["COREC_PLUGINS"] += ",passthrough_proc"
                 env["COREC_LOAD_PROCESSORS"] += ",passthrough_proc"
+            if base in POLICIES:
+                env["COREC_KERNEL__ACTION_POLICIES"] = json.dumps({"echo": POLICIES[base]})
             if not lookup:
                 env["COREC_KERNEL__REPLAY_FINISHED"] = "false"
             cmd = [*CORE_KIT, "run", "--burst", "-q"]
@@ -261,14 +274,16 @@ PAIRS = [
     ("postgres", "before:postgres"),
     ("workers2", "kernel"),
     ("wrapped", "kernel"),
+    ("policy", "kernel"),
+    ("rate_limited", "kernel"),
     ("sqlite_workers2", "sqlite"),
 ]
 
 
 ORDER = [
-    "raw", "kernel", "wrapped", "before:kernel", "sqlite", "sqlite_nolookup", "before:sqlite",
-    "postgres", "postgres_nolookup", "before:postgres", "two_workers", "workers2",
-    "sqlite_workers2",
+    "raw", "kernel", "wrapped", "policy", "rate_limited", "before:kernel", "sqlite",
+    "sqlite_nolookup", "before:sqlite", "postgres", "postgres_nolookup", "before:postgres",
+    "two_workers", "workers2", "sqlite_workers2",
 ]  # fmt: skip
 
 

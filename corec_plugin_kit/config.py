@@ -38,6 +38,7 @@ from pydantic import (
 from pydantic_core import PydanticCustomError
 
 from .errors import ConfigError
+from .policies import ActionPolicy
 from .redaction import userinfo_end
 
 log = logging.getLogger(__name__)
@@ -351,6 +352,11 @@ class KernelConfig(BaseModel):
     strict_processors: bool = Field(False, description="a processor that fails to load is fatal")
     action_owners: dict[str, str] = Field(
         default_factory=dict, description="action -> processor that wins a conflict"
+    )
+    action_policies: dict[str, ActionPolicy] = Field(
+        default_factory=dict,
+        description="action -> {retry: {attempts, base_s, max_s}, rate_limit, rate_burst, "
+        "max_concurrency}, over what the processor registered (docs/configuration.md)",
     )
 
     @field_validator("redis_url", "database_url")

@@ -14,6 +14,7 @@ error when there is one, for the runtime's breaker and dead-letter decisions.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import functools
 import logging
 import sys
@@ -69,6 +70,8 @@ class ProcessContext:
     #: How the command arrived: ``"kit"`` (the kit's envelopes) or ``"codex"`` (CoreC codex's
     #: single ``data`` field); a handler may pick defaults that suit its producer.
     wire: str = field(default="kit", kw_only=True)
+    #: Tries of this delivery before this one, under the action's retry policy (0 = first).
+    retry: int = field(default=0, kw_only=True)
 
 
 @dataclass(slots=True)
@@ -135,6 +138,9 @@ class Dispatcher:
         #: Some processor wraps commands (``corec_command``); checked when the kernel is built
         #: and on reload, so that without one the dispatch never calls the hook.
         self.wrapped = kernel.processors.wraps_commands()
+        #: ``max_concurrency`` of the actions whose policy has one: a semaphore each.
+        self._slots: dict[str, asyncio.Semaphore] = {}
+        self._slot_limits: dict[str, int] = {}
 
     @property
     def pool(self) -> DaemonThreadPool:
@@ -210,6 +216,7 @@ class Dispatcher:
                 ctx.meta,
                 ctx.config,
                 wire=ctx.wire,
+                retry=ctx.retry,
             )
             aw: Any = self.processes.run(spec.handler, model, pctx)
         elif spec.blocking:
@@ -253,10 +260,48 @@ class Dispatcher:
         """The command through the processors' ``corec_command`` wrappers."""
 
         async def core() -> Any:
+            if spec.policy is not None:
+                return await self._with_policy(spec, command, ctx, timeout)
             model = self.validate(spec, command.get("params") or {})
             return await self.call(spec, model, ctx, timeout=timeout)
 
         return self.kernel.processors.wrap_command(CommandCall(command, spec, ctx, core))
+
+    async def _with_policy(
+        self, spec: ActionSpec, command: dict[str, Any], ctx: CommandContext, timeout: bool
+    ) -> Any:
+        """Validate, then run the handler under the action's policy (``policies.py``): a slot
+        of its concurrency cap, and retries of transient failures with backoff."""
+        policy = spec.policy
+        assert policy is not None
+        model = self.validate(spec, command.get("params") or {})
+        slot = self._slot(spec.action, policy.max_concurrency)
+        async with slot if slot is not None else contextlib.nullcontext():
+            retry = policy.retry
+            while True:
+                try:
+                    return await self.call(spec, model, ctx, timeout=timeout)
+                except Exception as exc:
+                    error = exc if isinstance(exc, CorecError) else error_from_exception(exc)
+                    tries = ctx.retry + 1
+                    if retry is None or tries >= retry.attempts or not error.transient:
+                        raise
+                    pause = retry.pause(tries)
+                    log.warning("%r try %d of %d failed (%s: %s); trying again in %.3gs",
+                                spec.action, tries, retry.attempts, type(exc).__name__,
+                                error.message, pause)  # fmt: skip
+                    await asyncio.sleep(pause)
+                    ctx.retry = tries
+
+    def _slot(self, action: str, limit: int | None) -> asyncio.Semaphore | None:
+        """The action's concurrency cap in this process (made on first use)."""
+        if limit is None:
+            return None
+        slot = self._slots.get(action)
+        if slot is None or self._slot_limits.get(action) != limit:
+            slot = self._slots[action] = asyncio.Semaphore(limit)
+            self._slot_limits[action] = limit
+        return slot
 
     async def dispatch(
         self,
@@ -319,9 +364,11 @@ class Dispatcher:
             )
             if self.wrapped:
                 result = await self._wrapped(spec, command, ctx, timeout)
-            else:
+            elif spec.policy is None:
                 model = self.validate(spec, command.get("params") or {})
                 result = await self.call(spec, model, ctx, timeout=timeout)
+            else:
+                result = await self._with_policy(spec, command, ctx, timeout)
             if hasattr(result, "model_dump"):
                 result = result.model_dump(mode="json")
         except CorecError as exc:

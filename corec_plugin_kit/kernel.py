@@ -85,7 +85,7 @@ class Kernel:
     def __init__(self, settings: Settings, processors: ProcessorManager) -> None:
         self.settings = settings
         self.processors = processors
-        self.routing: RoutingTable = processors.routing(settings.kernel.action_owners)
+        self.routing: RoutingTable = self._route()
         self.dispatcher = Dispatcher(self, self.routing)
         # The runtime context: set by whoever runs the kernel, None otherwise.
         #: The stream runtime's Redis client (``decode_responses=False``).
@@ -120,6 +120,12 @@ class Kernel:
         problems = list(settings.problems)
         problems += settings.validate_processors(processors.config_models())
         warnings = settings.section_warnings(processors.infos)
+        claimed = {action for info in processors.loaded for action in info.actions}
+        warnings += [
+            f"kernel.action_policies.{action}: no loaded processor claims this action, so "
+            "the policy applies to nothing (`corec-kit actions` lists the actions)"
+            for action in sorted(set(settings.kernel.action_policies) - claimed)
+        ]
         if warnings and (strict or settings.kernel.strict_processors or strict_from_env()):
             problems += warnings
         else:
@@ -128,6 +134,18 @@ class Kernel:
             settings.warnings += warnings
         raise_problems(problems)
         return cls(settings, processors)
+
+    def _route(self) -> RoutingTable:
+        """The routing table of the loaded processors, each action with its policy in force
+        (``kernel.action_policies`` over what the processor registered)."""
+        from .policies import effective
+
+        routing = self.processors.routing(self.settings.kernel.action_owners)
+        configured = self.settings.kernel.action_policies
+        for action in routing:
+            spec = routing.route(action)
+            spec.policy = effective(spec.registered_policy, configured.get(action))
+        return routing
 
     def processor_config(self, name: str) -> BaseModel | None:
         return self.settings.processors.get(name)
@@ -140,7 +158,7 @@ class Kernel:
         before = {info.name for info in self.processors.loaded}
         await self.processors.startup(self)
         if {info.name for info in self.processors.loaded} != before:
-            self.routing = self.processors.routing(self.settings.kernel.action_owners)
+            self.routing = self._route()
             self.dispatcher.routing = self.routing
             self.dispatcher.wrapped = self.processors.wraps_commands()
 
@@ -176,14 +194,14 @@ class Kernel:
                 continue
             self.settings.processors[info.name] = fresh.processors.get(info.name)
         try:
-            routing = self.processors.routing(self.settings.kernel.action_owners)
+            routing = self._route()
         except ActionConflict as exc:
             for info in added:
                 self.processors.fail(info, exc.message)
-            routing = self.processors.routing(self.settings.kernel.action_owners)
+            routing = self._route()
         if self._started:
             await self.processors.startup(self, only=added)
-            routing = self.processors.routing(self.settings.kernel.action_owners)
+            routing = self._route()
         self.routing = self.dispatcher.routing = routing
         self.dispatcher.wrapped = self.processors.wraps_commands()
         return [info.name for info in added if info.status == "loaded"]

@@ -18,6 +18,8 @@ from .errors import ActionConflict, RegistrationError, UnknownAction
 if TYPE_CHECKING:
     from pydantic import BaseModel
 
+    from .policies import ActionPolicy
+
 ACTION_NAME = re.compile(r"^[a-z][a-z0-9_.:-]{0,99}$")
 
 Handler = Callable[..., Any]
@@ -40,6 +42,11 @@ class ActionSpec:
     timeout_s: float | None = None
     blocking: Blocking = False
     distribution: str | None = None
+    #: The policy the processor registered (retry, rate limit, concurrency cap).
+    registered_policy: ActionPolicy | None = None
+    #: The policy in force: ``kernel.action_policies`` over the registered one; ``None``
+    #: when there is none (the dispatch's fast path).
+    policy: ActionPolicy | None = None
     # Set once when the spec is made: validating is the hot path, so skip attribute lookups.
     validate_python: Callable[[Any], Any] = field(init=False, repr=False)
     validate_json: Callable[[Any], Any] = field(init=False, repr=False)
@@ -48,6 +55,8 @@ class ActionSpec:
         validator = self.params_model.__pydantic_validator__
         self.validate_python = validator.validate_python
         self.validate_json = validator.validate_json
+        if self.policy is None and self.registered_policy is not None:
+            self.policy = self.registered_policy if self.registered_policy.active else None
 
     @property
     def claimed_by(self) -> str:
@@ -65,6 +74,7 @@ class ActionSpec:
             "description": self.description,
             "blocking": self.blocking,
             "timeout_s": self.timeout_s,
+            "policy": self.policy.model_dump() if self.policy is not None else None,
             "params_schema": self.params_model.model_json_schema(),
         }
 
@@ -90,6 +100,10 @@ class Register:
         description: str | None = None,
         timeout_s: float | None = None,
         blocking: Blocking = False,
+        retry: Any = None,
+        rate_limit: float | None = None,
+        rate_burst: int | None = None,
+        max_concurrency: int | None = None,
     ) -> None:
         from pydantic import BaseModel
 
@@ -125,6 +139,7 @@ class Register:
         if timeout_s is not None and timeout_s <= 0:
             raise RegistrationError(f"{where}: timeout_s must be positive")
         doc = description if description is not None else inspect.getdoc(handler) or ""
+        policy = _policy(where, retry, rate_limit, rate_burst, max_concurrency)
         self.specs.append(
             ActionSpec(
                 action=action,
@@ -135,8 +150,42 @@ class Register:
                 timeout_s=timeout_s,
                 blocking=blocking,
                 distribution=self.distribution,
+                registered_policy=policy,
             )
         )
+
+
+def _policy(
+    where: str,
+    retry: Any,
+    rate_limit: float | None,
+    rate_burst: int | None,
+    max_concurrency: int | None,
+) -> ActionPolicy | None:
+    """``register``'s policy keywords as an :class:`~.policies.ActionPolicy` (``None``: none)."""
+    given = {
+        key: value
+        for key, value in (
+            ("retry", retry),
+            ("rate_limit", rate_limit),
+            ("rate_burst", rate_burst),
+            ("max_concurrency", max_concurrency),
+        )
+        if value is not None
+    }
+    if not given:
+        return None
+    from pydantic import ValidationError
+
+    from .policies import ActionPolicy
+
+    try:
+        return ActionPolicy.model_validate(given)
+    except ValidationError as exc:
+        problems = "; ".join(
+            f"{'.'.join(str(p) for p in err['loc'])}: {err['msg']}" for err in exc.errors()
+        )
+        raise RegistrationError(f"{where}: invalid policy: {problems}") from None
 
 
 def _check_picklable(where: str, handler: Handler, params: type[BaseModel]) -> None:

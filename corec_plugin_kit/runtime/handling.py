@@ -69,6 +69,11 @@ class Handling(WorkerState):
         if not admitted and not breaker.allow():
             self._park(entry)
             return
+        policy = spec.policy
+        if policy is not None and policy.rate_limit is not None:
+            # Its turn under the action's rate limit, shared by every worker (not timed: the
+            # handler's time limit starts when it runs).
+            await self.rate_limiter().wait(action, policy.rate_limit, policy.rate_burst)
         # One timer per command (cheaper than a timeout context): it cancels the task.
         timer = self._loop.call_later(self.dispatcher.timeout_for(spec), self._timed_out, entry)
         try:

@@ -34,6 +34,7 @@ if TYPE_CHECKING:
     from ..storage import RecordStore
     from .commit import CommitLayout
     from .policy import ReplyRules
+    from .ratelimit import RateLimiter
 
 log = logging.getLogger("corec_plugin_kit.worker")
 
@@ -139,6 +140,7 @@ class WorkerState(ABC):
     _committing: int
     _loop: asyncio.AbstractEventLoop
     _grace_deadline: float | None
+    _limiter: RateLimiter | None = None
 
     # ------------------------------------------------------------------ shared helpers
 
@@ -161,6 +163,15 @@ class WorkerState(ABC):
             self.breakers[processor] = breaker
             self._breaker_changed()
         return breaker
+
+    def rate_limiter(self) -> RateLimiter:
+        """The rate limits of actions (``runtime/ratelimit.py``), made on first use."""
+        limiter = self._limiter
+        if limiter is None:
+            from .ratelimit import RateLimiter
+
+            limiter = self._limiter = RateLimiter(self.redis, self.cfg.stream_in)
+        return limiter
 
     @property
     def parked_count(self) -> int:
