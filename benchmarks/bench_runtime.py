@@ -11,6 +11,9 @@ the raw loop measured in the same run, which is the number to compare across mac
 
 Scenarios: raw (the baseline), kernel (records off), wrapped (records off, with one trivial
 ``corec_command`` wrapper: what the hook costs; compared with kernel in the same round),
+traced (records off, corec_plugin_kit.tracing loaded, the OpenTelemetry SDK set up with no
+exporter, OTEL_TRACES_EXPORTER=none, and every command carrying a producer's traceparent: one
+sampled span made and ended per command, without what exporting it costs; compared with kernel),
 policy and rate_limited (records off, echo with a retry policy and a concurrency cap, or a
 rate limit, that never bind: what each costs),
 sqlite, postgres (records on), two workers (records off), workers2 and sqlite_workers2
@@ -103,12 +106,20 @@ def names() -> dict[str, str]:
     }
 
 
-def preload(r: syncredis.Redis, stream: str, n: int) -> None:
+#: The producer's trace context the commands of the "traced" scenario carry (W3C's example).
+TRACEPARENT = "00-0af7651916cd43dd8448eb211c80319c-b7ad6b7169203331-01"
+
+
+def preload(r: syncredis.Redis, stream: str, n: int, traced: bool = False) -> None:
     pipe = r.pipeline(transaction=False)
     for i in range(n):
         # Ids unique per run: records persist between runs, and a key that already has an ok
         # record would be answered from it instead of run.
-        body = {"action": "echo", "params": {"n": i, "text": "hello"}, "id": f"{stream}-c{i}"}
+        body: dict[str, Any] = {
+            "action": "echo", "params": {"n": i, "text": "hello"}, "id": f"{stream}-c{i}"
+        }  # fmt: skip
+        if traced:
+            body["meta"] = {"traceparent": TRACEPARENT}
         pipe.xadd(stream, {"payload": orjson.dumps(body)})
         if i % 1000 == 999:
             pipe.execute()
@@ -189,7 +200,7 @@ def server_cpu(r: syncredis.Redis) -> float:
 
 def scenario(kind: str, n: int, r: syncredis.Redis) -> dict[str, Any]:
     streams = names()
-    preload(r, streams["stream_in"], n)
+    preload(r, streams["stream_in"], n, traced=kind == "traced")
     cpu_before = server_cpu(r)
     with tempfile.TemporaryDirectory() as state:
         if kind == "raw":
@@ -204,12 +215,16 @@ def scenario(kind: str, n: int, r: syncredis.Redis) -> dict[str, Any]:
             # "workers2", "sqlite_workers2": one `corec-kit run --workers 2` (a supervisor).
             supervised = base.endswith("workers2")
             base = base.removesuffix("workers2").removesuffix("_") or "kernel"
-            off = ("kernel", "two_workers", "wrapped", "policy", "rate_limited")
+            off = ("kernel", "two_workers", "wrapped", "traced", "policy", "rate_limited")
             records = "off" if base in off else base
             env = worker_env(streams, records, state, tree)
             if base == "wrapped":  # one trivial corec_command wrapper (tests/passthrough_proc.py)
                 env["COREC_PLUGINS"] += ",passthrough_proc"
                 env["COREC_LOAD_PROCESSORS"] += ",passthrough_proc"
+            if base == "traced":  # docs/operations.md, "Tracing"
+                env["COREC_PLUGINS"] += ",corec_plugin_kit.tracing"
+                env["COREC_LOAD_PROCESSORS"] += ",tracing"
+                env["OTEL_TRACES_EXPORTER"] = "none"
             if base in POLICIES:
                 env["COREC_KERNEL__ACTION_POLICIES"] = json.dumps({"echo": POLICIES[base]})
             if not lookup:
@@ -274,6 +289,7 @@ PAIRS = [
     ("postgres", "before:postgres"),
     ("workers2", "kernel"),
     ("wrapped", "kernel"),
+    ("traced", "kernel"),
     ("policy", "kernel"),
     ("rate_limited", "kernel"),
     ("sqlite_workers2", "sqlite"),
@@ -281,7 +297,7 @@ PAIRS = [
 
 
 ORDER = [
-    "raw", "kernel", "wrapped", "policy", "rate_limited", "before:kernel", "sqlite",
+    "raw", "kernel", "wrapped", "traced", "policy", "rate_limited", "before:kernel", "sqlite",
     "sqlite_nolookup", "before:sqlite", "postgres", "postgres_nolookup", "before:postgres",
     "two_workers", "workers2", "sqlite_workers2",
 ]  # fmt: skip

@@ -22,8 +22,9 @@ from .errors import CorecError, InvalidCommand, InvalidParams
 
 Status = Literal["ok", "error"]
 ErrorType = Literal[
-    "invalid_command", "unknown_action", "invalid_params", "handler_error", "timeout", "dead_letter"
-]
+    "invalid_command", "unknown_action", "invalid_params", "handler_error", "timeout",
+    "dead_letter", "unauthorized", "rate_limited",
+]  # fmt: skip
 
 
 class Command(BaseModel):

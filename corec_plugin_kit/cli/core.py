@@ -84,6 +84,11 @@ LAZY_COMMANDS = {
         "streams",
         "Print the stream names of every partition, or the partition of a command id.",
     ),
+    "asyncapi": (
+        "corec_plugin_kit.cli.asyncapi",
+        "asyncapi",
+        "Print the AsyncAPI 3.0 document of this install's streams, commands and results.",
+    ),
     "history": (
         "corec_plugin_kit.cli.history",
         "history",

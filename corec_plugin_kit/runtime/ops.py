@@ -9,6 +9,7 @@ CoreC alike).
 from __future__ import annotations
 
 import contextlib
+import sys
 import time
 import uuid
 from collections.abc import Callable, Mapping
@@ -39,6 +40,7 @@ async def send_command(
     wait: float | None = None,
     on_sent: Callable[[dict[str, Any]], None] | None = None,
     progress: Callable[[float], None] | None = None,
+    meta: Mapping[str, Any] | None = None,
 ) -> dict[str, Any]:
     """XADD one command; with ``wait`` (seconds) also read its result from the reply stream.
 
@@ -49,13 +51,26 @@ async def send_command(
     With ``wait``, the outcome also says who reads the command's stream (``readers``:
     :func:`group_readers`), and ``on_sent(outcome)`` is called before the wait begins;
     ``progress(seconds waited)`` about once a second while it lasts.
+
+    ``meta`` is the envelope's ``meta`` (not in the flat form, which has none). In a process
+    that has OpenTelemetry loaded, the XADD gets a "send" span and ``meta`` its trace context
+    (``traceparent``, ``tracestate``), unless ``meta`` has a ``traceparent`` already
+    (docs/operations.md, "Tracing"); otherwise nothing is added and nothing imported.
     """
     if flat and codex:
         raise ValueError("send_command: flat and codex are two different forms; pick one")
+    if flat and meta:
+        raise ValueError("send_command: the flat form has no meta; send the payload form")
     cfg = kernel.settings.kernel
     key = command_id or uuid.uuid4().hex
     streams = streams_for(cfg, key)
     reply = reply_to or streams.stream_out
+    sending = None
+    if not flat and "opentelemetry.trace" in sys.modules:  # this process traces
+        from ..tracing import SendSpan
+
+        sending = SendSpan(cfg, action, key, meta)
+        meta = sending.meta
     fields: dict[Any, Any]
     if flat:
         fields = {"action": action, "params": orjson.dumps(params), "id": key}
@@ -65,6 +80,8 @@ async def send_command(
         body: dict[str, Any] = {"action": action, "params": params, "id": key}
         if reply_to:
             body["reply_to"] = reply_to
+        if meta:
+            body["meta"] = dict(meta)
         fields = {"data" if codex else "payload": orjson.dumps(body)}
     from redis.exceptions import NoPermissionError
 
@@ -74,6 +91,8 @@ async def send_command(
     try:
         redis = await handle.connect()
         entry_id = _s(await redis.xadd(streams.stream_in, fields))
+        if sending is not None:
+            sending.end(entry_id)
         outcome: dict[str, Any] = {"id": key, "entry_id": entry_id, "stream": streams.stream_in}
         if wait is not None:
             # A named Redis user is an ACL user (docs/operations.md): a producer's may not run
@@ -97,6 +116,8 @@ async def send_command(
             "TLS and Redis users"
         ) from None
     finally:
+        if sending is not None:
+            sending.end(error=sys.exc_info()[1])  # not sent (a no-op once it was)
         await handle.close()
 
 

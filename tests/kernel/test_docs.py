@@ -150,6 +150,7 @@ def test_every_builtin_command_is_documented() -> None:
         "run",
         "send",
         "streams",
+        "asyncapi",
         "history",
         "corec",
     ],
