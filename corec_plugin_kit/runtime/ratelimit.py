@@ -23,20 +23,20 @@ from redis.exceptions import RedisError
 
 log = logging.getLogger("corec_plugin_kit.worker")
 
-# KEYS[1] the action's key; ARGV[1] the spacing, ARGV[2] the burst tolerance, in µs.
-# Returns how long to wait (µs) before the reserved slot.
+# KEYS[1] the action's key; ARGV[1] the spacing, ARGV[2] the burst tolerance (µs), ARGV[3] how
+# many slots to reserve. Returns when the first may start, in µs from now (negative: at once);
+# the others follow one spacing apart.
 _RESERVE = """
 local t = redis.call('TIME')
 local now = tonumber(t[1]) * 1000000 + tonumber(t[2])
 local spacing = tonumber(ARGV[1])
 local tolerance = tonumber(ARGV[2])
+local count = tonumber(ARGV[3])
 local tat = tonumber(redis.call('GET', KEYS[1]) or 0)
 if tat < now then tat = now end
-local wait = tat - tolerance - now
-if wait < 0 then wait = 0 end
-local ttl = math.floor((tat + spacing - now) / 1000) + 1000
-redis.call('SET', KEYS[1], tat + spacing, 'PX', ttl)
-return wait
+local after = tat + count * spacing
+redis.call('SET', KEYS[1], after, 'PX', math.floor((after - now) / 1000) + 1000)
+return tat - tolerance - now
 """
 
 
@@ -45,38 +45,55 @@ def rate_key(stream_in: str, action: str) -> str:
 
 
 class RateLimiter:
-    """Reserves slots of rate-limited actions for one worker process."""
+    """Reserves slots of rate-limited actions for one worker process.
+
+    Commands of one action that wait at the same moment share one round trip: a single task
+    per action reserves a slot for every command queued since its last call (so a burst of
+    waiting commands never takes every pooled connection, which the batch commit needs, and
+    the limiter itself does not cap the rate at one round trip per command).
+    """
 
     def __init__(self, redis: Any, stream_in: str) -> None:
         self.redis = redis
         self.stream_in = stream_in
         self._script = redis.register_script(_RESERVE)
         self._warned = False
-        # One reservation in flight per action: a burst of waiting commands must not take
-        # every pooled connection (the batch commit needs one).
-        self._locks: dict[str, asyncio.Lock] = {}
+        self._queued: dict[str, list[asyncio.Future[float]]] = {}
+        self._reserving: dict[str, asyncio.Task[None]] = {}
 
     async def wait(self, action: str, rate: float, burst: int = 1) -> float:
         """Wait for the action's next slot; the seconds waited."""
-        spacing = max(1, round(1_000_000 / rate))
-        lock = self._locks.get(action)
-        if lock is None:
-            lock = self._locks[action] = asyncio.Lock()
+        future: asyncio.Future[float] = asyncio.get_running_loop().create_future()
+        self._queued.setdefault(action, []).append(future)
+        if action not in self._reserving:
+            spacing = max(1, round(1_000_000 / rate))
+            task = asyncio.ensure_future(self._reserve(action, spacing, (burst - 1) * spacing))
+            self._reserving[action] = task
+        pause = await future
+        if pause > 0:
+            await asyncio.sleep(pause)
+        return pause
+
+    async def _reserve(self, action: str, spacing: int, tolerance: int) -> None:
+        """Reserve slots for the queued commands of ``action`` until none is left."""
         try:
-            async with lock:
-                waited_us = int(
-                    await self._script(
-                        keys=[rate_key(self.stream_in, action)],
-                        args=[spacing, (burst - 1) * spacing],
+            while self._queued.get(action):
+                waiting, self._queued[action] = self._queued[action], []
+                try:
+                    first = int(
+                        await self._script(
+                            keys=[rate_key(self.stream_in, action)],
+                            args=[spacing, tolerance, len(waiting)],
+                        )
                     )
-                )
-        except RedisError as exc:
-            if not self._warned:
-                self._warned = True
-                log.warning("rate limit of %r not applied: %s: %s (logged once)",
-                            action, type(exc).__name__, exc)  # fmt: skip
-            return 0.0
-        if waited_us <= 0:
-            return 0.0
-        await asyncio.sleep(waited_us / 1_000_000)
-        return waited_us / 1_000_000
+                except RedisError as exc:
+                    if not self._warned:
+                        self._warned = True
+                        log.warning("rate limit of %r not applied: %s: %s (logged once)",
+                                    action, type(exc).__name__, exc)  # fmt: skip
+                    first = -(10**12)  # run at once
+                for index, future in enumerate(waiting):
+                    if not future.done():  # its command may have been cancelled meanwhile
+                        future.set_result(max(0, first + index * spacing) / 1_000_000)
+        finally:
+            del self._reserving[action]
