@@ -516,6 +516,14 @@ def _command_message(
 
 def _kit_schemas(schemas: Schemas, cfg: KernelConfig) -> dict[str, str]:
     """The envelope pieces every message shares; name -> reference."""
+    kit = _command_schemas(schemas, cfg)
+    kit.update(_result_schemas(schemas, kit["Error"]))
+    kit["DeadLetter"] = _dead_letter_schema(schemas)
+    return kit
+
+
+def _command_schemas(schemas: Schemas, cfg: KernelConfig) -> dict[str, str]:
+    """A command's id, reply stream and meta, and the error object."""
     refused = sorted({n for s in stream_sets(cfg) for n in (s.stream_in, s.dead_letter_stream)})
     reply_to: dict[str, Any] = {
         "type": "string",
@@ -572,6 +580,12 @@ def _kit_schemas(schemas: Schemas, cfg: KernelConfig) -> dict[str, str]:
             },
         },
     )
+    return kit
+
+
+def _result_schemas(schemas: Schemas, error: str) -> dict[str, str]:
+    """The result envelope, and the result entry's own fields."""
+    kit = {}
     kit["ResultEnvelope"] = schemas.add(
         "ResultEnvelope",
         {
@@ -583,7 +597,7 @@ def _kit_schemas(schemas: Schemas, cfg: KernelConfig) -> dict[str, str]:
                 "action": {"type": "string"},
                 "status": {"type": "string", "enum": ["ok", "error"]},
                 "result": {"description": "What the handler returned; null on error."},
-                "error": {"anyOf": [{"$ref": kit["Error"]}, {"type": "null"}]},
+                "error": {"anyOf": [{"$ref": error}, {"type": "null"}]},
                 "processor": {"type": ["string", "null"]},
                 "attempt": {"type": "integer", "minimum": 1},
                 "duration_ms": {"type": "number", "minimum": 0},
@@ -618,6 +632,11 @@ def _kit_schemas(schemas: Schemas, cfg: KernelConfig) -> dict[str, str]:
             },
         },
     )
+    return kit
+
+
+def _dead_letter_schema(schemas: Schemas) -> str:
+    """A dead-letter entry: the command's own fields, and what the worker adds."""
     dead_properties: dict[str, Any] = {
         "payload": {"type": "string", "description": "The command's own field (payload form)."},
         "data": {"type": "string", "description": "The command's own field (codex's form)."},
@@ -643,7 +662,7 @@ def _kit_schemas(schemas: Schemas, cfg: KernelConfig) -> dict[str, str]:
     }
     # Keyed by the worker's own list: a field added there without a description fails here.
     added = {name: added_fields[name] for name in (f.decode() for f in DEAD_LETTER_FIELDS)}
-    kit["DeadLetter"] = schemas.add(
+    return schemas.add(
         "DeadLetter",
         {
             "type": "object",
@@ -652,7 +671,6 @@ def _kit_schemas(schemas: Schemas, cfg: KernelConfig) -> dict[str, str]:
             "additionalProperties": {"type": "string"},
         },
     )
-    return kit
 
 
 def _servers(cfg: KernelConfig) -> tuple[dict[str, Any], dict[str, Any]]:

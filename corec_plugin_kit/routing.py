@@ -114,22 +114,7 @@ class Register:
             )
         if any(spec.action == action for spec in self.specs):
             raise RegistrationError(f"{where}: registered twice by the same processor")
-        is_async = inspect.iscoroutinefunction(handler) or inspect.iscoroutinefunction(
-            getattr(handler, "__call__", None)  # noqa: B004 - async callable objects count too
-        )
-        if blocking not in (True, False, "process"):
-            raise RegistrationError(f"{where}: blocking must be False, True or 'process'")
-        if blocking and is_async:
-            where_to = "a thread" if blocking is True else "a worker process"
-            raise RegistrationError(
-                f"{where}: blocking={blocking!r} runs the handler in {where_to}; "
-                "give a plain `def` handler"
-            )
-        if not blocking and not is_async:
-            raise RegistrationError(
-                f"{where}: handler {getattr(handler, '__qualname__', handler)!r} must be "
-                "`async def`; declare blocking=True to run a plain function in the thread pool"
-            )
+        _check_handler(where, handler, blocking)
         if params is None:
             params = _EmptyParams()
         if not (isinstance(params, type) and issubclass(params, BaseModel)):
@@ -152,6 +137,26 @@ class Register:
                 distribution=self.distribution,
                 registered_policy=policy,
             )
+        )
+
+
+def _check_handler(where: str, handler: Handler, blocking: Blocking) -> None:
+    """An ``async def`` handler on the loop; a plain ``def`` one in a thread or a process."""
+    is_async = inspect.iscoroutinefunction(handler) or inspect.iscoroutinefunction(
+        getattr(handler, "__call__", None)  # noqa: B004 - async callable objects count too
+    )
+    if blocking not in (True, False, "process"):
+        raise RegistrationError(f"{where}: blocking must be False, True or 'process'")
+    if blocking and is_async:
+        where_to = "a thread" if blocking is True else "a worker process"
+        raise RegistrationError(
+            f"{where}: blocking={blocking!r} runs the handler in {where_to}; "
+            "give a plain `def` handler"
+        )
+    if not blocking and not is_async:
+        raise RegistrationError(
+            f"{where}: handler {getattr(handler, '__qualname__', handler)!r} must be "
+            "`async def`; declare blocking=True to run a plain function in the thread pool"
         )
 
 

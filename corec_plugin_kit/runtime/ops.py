@@ -71,18 +71,7 @@ async def send_command(
 
         sending = SendSpan(cfg, action, key, meta)
         meta = sending.meta
-    fields: dict[Any, Any]
-    if flat:
-        fields = {"action": action, "params": orjson.dumps(params), "id": key}
-        if reply_to:
-            fields["reply_to"] = reply_to
-    else:
-        body: dict[str, Any] = {"action": action, "params": params, "id": key}
-        if reply_to:
-            body["reply_to"] = reply_to
-        if meta:
-            body["meta"] = dict(meta)
-        fields = {"data" if codex else "payload": orjson.dumps(body)}
+    fields = command_fields(action, params, key, reply_to, meta, flat=flat, codex=codex)
     from redis.exceptions import NoPermissionError
 
     from ..errors import RedisUnavailable
@@ -95,19 +84,7 @@ async def send_command(
             sending.end(entry_id)
         outcome: dict[str, Any] = {"id": key, "entry_id": entry_id, "stream": streams.stream_in}
         if wait is not None:
-            # A named Redis user is an ACL user (docs/operations.md): a producer's may not run
-            # XINFO, and a refusal would land in ACL LOG. The default user may ask.
-            ask = not _named_user(cfg)
-            outcome["readers"] = (
-                await group_readers(redis, streams.stream_in, cfg.group) if ask else None
-            )
-            if on_sent is not None:
-                on_sent(outcome)
-            outcome["result"] = await wait_for_result(
-                redis, reply, key, entry_id, wait, progress=progress
-            )
-            if outcome["result"] is None and ask:  # how things stand now, for the message
-                outcome["readers"] = await group_readers(redis, streams.stream_in, cfg.group)
+            await _wait(redis, cfg, outcome, reply, wait, on_sent, progress)
         return outcome
     except NoPermissionError as exc:
         raise RedisUnavailable(
@@ -119,6 +96,54 @@ async def send_command(
         if sending is not None:
             sending.end(error=sys.exc_info()[1])  # not sent (a no-op once it was)
         await handle.close()
+
+
+def command_fields(
+    action: str,
+    params: dict[str, Any],
+    key: str,
+    reply_to: str | None,
+    meta: Mapping[str, Any] | None,
+    *,
+    flat: bool,
+    codex: bool,
+) -> dict[Any, Any]:
+    """The stream entry of a command in one of the three forms (docs/protocol.md)."""
+    if flat:
+        fields: dict[Any, Any] = {"action": action, "params": orjson.dumps(params), "id": key}
+        if reply_to:
+            fields["reply_to"] = reply_to
+        return fields
+    body: dict[str, Any] = {"action": action, "params": params, "id": key}
+    if reply_to:
+        body["reply_to"] = reply_to
+    if meta:
+        body["meta"] = dict(meta)
+    return {"data" if codex else "payload": orjson.dumps(body)}
+
+
+async def _wait(
+    redis: Any,
+    cfg: Any,
+    outcome: dict[str, Any],
+    reply: str,
+    wait: float,
+    on_sent: Callable[[dict[str, Any]], None] | None,
+    progress: Callable[[float], None] | None,
+) -> None:
+    """``send --wait``: who reads the stream, then the result (``None`` when none came)."""
+    # A named Redis user is an ACL user (docs/operations.md): a producer's may not run XINFO,
+    # and a refusal would land in ACL LOG. The default user may ask.
+    ask = not _named_user(cfg)
+    stream = outcome["stream"]
+    outcome["readers"] = await group_readers(redis, stream, cfg.group) if ask else None
+    if on_sent is not None:
+        on_sent(outcome)
+    outcome["result"] = await wait_for_result(
+        redis, reply, outcome["id"], outcome["entry_id"], wait, progress=progress
+    )
+    if outcome["result"] is None and ask:  # how things stand now, for the message
+        outcome["readers"] = await group_readers(redis, stream, cfg.group)
 
 
 def _named_user(cfg: Any) -> bool:
