@@ -140,7 +140,6 @@ class Dispatcher:
         self.wrapped = kernel.processors.wraps_commands()
         #: ``max_concurrency`` of the actions whose policy has one: a semaphore each.
         self._slots: dict[str, asyncio.Semaphore] = {}
-        self._slot_limits: dict[str, int] = {}
 
     @property
     def pool(self) -> DaemonThreadPool:
@@ -298,9 +297,8 @@ class Dispatcher:
         if limit is None:
             return None
         slot = self._slots.get(action)
-        if slot is None or self._slot_limits.get(action) != limit:
+        if slot is None:  # an action's policy is fixed for the kernel's life
             slot = self._slots[action] = asyncio.Semaphore(limit)
-            self._slot_limits[action] = limit
         return slot
 
     async def dispatch(

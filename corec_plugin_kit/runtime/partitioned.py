@@ -16,14 +16,13 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import signal
 from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
 from ..partitions import stream_sets
 from .breaker import CircuitBreaker
 from .state import AckBudget, WorkerStats
-from .worker import Worker, schedule_reload
+from .worker import Worker, schedule_reload, signal_handlers
 
 if TYPE_CHECKING:
     from ..kernel import Kernel
@@ -80,28 +79,21 @@ class WorkerSet:
     async def run(self, *, install_signals: bool = False) -> WorkerStats:
         """Run every partition's worker until all stop; the first failure stops the others
         and is raised once they finished."""
-        loop = asyncio.get_running_loop()
-        if install_signals:
-            for sig in (signal.SIGTERM, signal.SIGINT):
-                loop.add_signal_handler(sig, self.stop)
-            loop.add_signal_handler(signal.SIGHUP, self.request_reload)
-        tasks = [asyncio.ensure_future(worker.run()) for worker in self.workers]
-        try:
-            done, _ = await asyncio.wait(tasks, return_when=asyncio.FIRST_EXCEPTION)
-            if any(task.exception() is not None for task in done):
-                self.stop()
-            await asyncio.wait(tasks)
-            for task in tasks:
-                task.result()  # the first failure, in partition order
-        finally:
-            for task in tasks:
-                if not task.done():
-                    task.cancel()
-                    with contextlib.suppress(asyncio.CancelledError, Exception):
-                        await task
-            if install_signals:
-                for sig in (signal.SIGTERM, signal.SIGINT, signal.SIGHUP):
-                    loop.remove_signal_handler(sig)
+        with signal_handlers(self, install_signals):
+            tasks = [asyncio.ensure_future(worker.run()) for worker in self.workers]
+            try:
+                done, _ = await asyncio.wait(tasks, return_when=asyncio.FIRST_EXCEPTION)
+                if any(task.exception() is not None for task in done):
+                    self.stop()
+                await asyncio.wait(tasks)
+                for task in tasks:
+                    task.result()  # the first failure, in partition order
+            finally:
+                for task in tasks:
+                    if not task.done():
+                        task.cancel()
+                        with contextlib.suppress(asyncio.CancelledError, Exception):
+                            await task
         return self._sum()
 
     def request_reload(self) -> None:

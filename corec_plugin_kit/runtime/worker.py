@@ -27,7 +27,7 @@ import logging
 import signal
 import time
 from collections import deque
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from typing import TYPE_CHECKING, Any
 
 from redis.exceptions import ResponseError
@@ -51,6 +51,28 @@ if TYPE_CHECKING:
 __all__ = ["TRANSIENT_REDIS", "Entry", "Worker", "WorkerStats"]
 
 log = logging.getLogger("corec_plugin_kit.worker")
+
+
+@contextlib.contextmanager
+def signal_handlers(runtime: Any, install: bool) -> Iterator[None]:
+    """While the block runs (when ``install``): SIGTERM and SIGINT call ``runtime.stop()``,
+    SIGHUP ``runtime.request_reload()``."""
+    if not install:
+        yield
+        return
+    loop = asyncio.get_running_loop()
+    handlers = {
+        signal.SIGTERM: runtime.stop,
+        signal.SIGINT: runtime.stop,
+        signal.SIGHUP: runtime.request_reload,
+    }
+    for sig, handler in handlers.items():
+        loop.add_signal_handler(sig, handler)
+    try:
+        yield
+    finally:
+        for sig in handlers:
+            loop.remove_signal_handler(sig)
 
 
 _reloads: set[asyncio.Task[None]] = set()
@@ -171,23 +193,17 @@ class Worker(Reading, Handling, Committing, Maintenance):
 
     async def run(self, *, install_signals: bool = False) -> WorkerStats:
         """Run until stopped (or drained, in burst mode); returns the counts."""
-        loop = self._loop = asyncio.get_running_loop()
-        if install_signals:
-            for sig in (signal.SIGTERM, signal.SIGINT):
-                loop.add_signal_handler(sig, self.stop)
-            loop.add_signal_handler(signal.SIGHUP, self.request_reload)
-        await self.ensure_group()
-        committer = asyncio.ensure_future(self._commit_loop())
-        maintainer = asyncio.ensure_future(self._maintain())
-        try:
-            await self.drain_own_pending()
-            await self._read_until_stopped(committer)
-        finally:
-            self._stopping.set()
-            await self._shutdown(committer, maintainer)
-            if install_signals:
-                for sig in (signal.SIGTERM, signal.SIGINT, signal.SIGHUP):
-                    loop.remove_signal_handler(sig)
+        self._loop = asyncio.get_running_loop()
+        with signal_handlers(self, install_signals):
+            await self.ensure_group()
+            committer = asyncio.ensure_future(self._commit_loop())
+            maintainer = asyncio.ensure_future(self._maintain())
+            try:
+                await self.drain_own_pending()
+                await self._read_until_stopped(committer)
+            finally:
+                self._stopping.set()
+                await self._shutdown(committer, maintainer)
         return self.stats
 
     def request_reload(self) -> None:

@@ -23,6 +23,7 @@ from pathlib import Path
 import pytest
 from shared_helpers import wait_until
 
+from corec_plugin_kit.cli import LAZY_COMMANDS
 from corec_plugin_kit.runtime.testing import require_service
 
 SHELLS = ["bash", "zsh", "fish"]
@@ -42,18 +43,8 @@ FORBIDDEN = (
     "corec_plugin_kit.plugins",
 )
 
-KIT_COMMANDS = {
-    "list-processors",
-    "actions",
-    "describe",
-    "exec",
-    "check",
-    "completion",
-    "run",
-    "send",
-    "streams",
-    "history",
-}
+#: Every command of the kit, as the root group mounts them.
+KIT_COMMANDS = set(LAZY_COMMANDS)
 
 
 @dataclass

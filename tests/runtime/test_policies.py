@@ -96,7 +96,7 @@ async def test_a_transient_failure_is_retried_with_backoff(
 
 async def test_the_operator_overrides_the_registered_policy(
     corec_register: Any, echo_kernel: Any, corec_redis: Any, corec_streams: dict[str, Any],
-    corec_worker: Any, corec_cli: Any,
+    corec_worker: Any,
 ) -> None:  # fmt: skip
     calls = calls_processor(corec_register)
     kernel = echo_kernel(max_deliveries=1, action_policies={"flaky": {"retry": {"attempts": 1}}})
