@@ -16,7 +16,11 @@ CLI commands (``corec_cli``)
 Work off the event loop
     ``ProcessPool``, ``WorkerDied``
 Stream operations (what ``corec-kit manager`` and the manager's actions run)
-    ``stream_stats``, ``group_consumers``, ``dlq_list``, ``dlq_bound``, ``dlq_replay``
+    ``stream_stats``, ``group_consumers``, ``dlq_list``, ``dlq_bound``, ``dlq_replay``,
+    ``dlq_delete``, ``published_breakers``, ``worker_figures``, ``send_command``,
+    ``await_result``, ``stream_sets``
+Records
+    ``open_store``
 Redaction
     ``redact``, ``redact_data``
 """
@@ -48,15 +52,21 @@ if TYPE_CHECKING:
     from .cli import State, echo_json, get_state, parse_params, pass_kernel
     from .dispatch import CommandCall, CommandContext, ProcessContext, invalid_params
     from .kernel import Kernel
+    from .partitions import stream_sets
     from .procpool import ProcessPool, WorkerDied
     from .runtime.ops import (
+        await_result,
         dlq_bound,
+        dlq_delete,
         dlq_list,
         dlq_replay,
         group_consumers,
         published_breakers,
+        send_command,
         stream_stats,
+        worker_figures,
     )
+    from .storage import open_store
 
 #: name -> the kit module that defines it, imported on first access.
 _LAZY = {
@@ -94,8 +104,21 @@ _LAZY = {
     "dlq_bound": "runtime.ops",
     # ``await dlq_replay(kernel, ids, all_entries=, keep=, until=, progress=)``: replay them.
     "dlq_replay": "runtime.ops",
+    # ``await dlq_delete(kernel, refs, all_entries=, until=)``: delete them for good.
+    "dlq_delete": "runtime.ops",
     # ``await published_breakers(kernel)``: the running workers' circuit breakers.
     "published_breakers": "runtime.ops",
+    # ``await send_command(kernel, action, params, wait=)``: XADD a command (``corec-kit send``).
+    "send_command": "runtime.ops",
+    # ``await await_result(kernel, key, after, timeout)``: a command's result envelope, or None.
+    "await_result": "runtime.ops",
+    # ``stream_sets(kernel.settings.kernel)``: each partition's three stream names.
+    "stream_sets": "partitions",
+    # ``open_store(kernel.settings.kernel)``: the record store (``await store.open()`` first).
+    "open_store": "storage",
+    # ``await worker_figures(kernel)``: each running worker's published figures (counts by
+    # outcome, duration buckets, in flight, breakers, processors), for dashboards.
+    "worker_figures": "runtime.ops",
 }
 
 
@@ -131,7 +154,9 @@ __all__ = [
     "Unauthorized",
     "UnknownAction",
     "WorkerDied",
+    "await_result",
     "dlq_bound",
+    "dlq_delete",
     "dlq_list",
     "dlq_replay",
     "echo_json",
@@ -139,10 +164,14 @@ __all__ = [
     "group_consumers",
     "hookimpl",
     "invalid_params",
+    "open_store",
     "parse_params",
     "pass_kernel",
     "published_breakers",
     "redact",
     "redact_data",
+    "send_command",
+    "stream_sets",
     "stream_stats",
+    "worker_figures",
 ]

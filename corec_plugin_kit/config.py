@@ -342,6 +342,12 @@ class KernelConfig(BaseModel):
         description="consumers idle this long that own no pending entry are removed from the "
         "group; None = keep them",
     )
+    publish_figures: bool = Field(
+        True,
+        description="each worker process writes its figures (commands by outcome, durations, "
+        "in flight, breakers) to the hash `<stream_in>:workers` every 2 s, for `manager stats` "
+        "and the console on any host; false = not written",
+    )
     circuit_breaker: CircuitBreakerConfig = Field(
         default_factory=lambda: CircuitBreakerConfig.model_validate({}),
         description="max_failures, reset_timeout",

@@ -49,7 +49,8 @@ def parse_since(text: str, now: datetime | None = None) -> datetime:
     return value if value.tzinfo is not None else value.replace(tzinfo=timezone.utc)
 
 
-def _since(_ctx: click.Context, _param: click.Parameter, value: str | None) -> datetime | None:
+def _moment(_ctx: click.Context, _param: click.Parameter, value: str | None) -> datetime | None:
+    """``--since`` / ``--until``: one point in time, parsed by :func:`parse_since`."""
     try:
         return parse_since(value) if value is not None else None
     except ValueError as exc:
@@ -81,6 +82,7 @@ async def _history(
     action: str | None,
     status: str | None,
     since: datetime | None,
+    until: datetime | None,
     limit: int,
     purge: timedelta | None,
 ) -> tuple[list[Any], int | None, str, bool]:
@@ -94,7 +96,9 @@ async def _history(
             return [], None if purge is None else 0, _nothing_here(cfg, store.url_display), False
         await store.open()
         purged = await store.purge(purge) if purge is not None else None
-        records = await store.query(action=action, status=status, since=since, limit=limit)
+        records = await store.query(
+            action=action, status=status, since=since, until=until, limit=limit
+        )
         return records, purged, store.url_display, True
     finally:
         await store.close()
@@ -139,9 +143,16 @@ history_options = [
     click.option(
         "--since",
         metavar="T",
-        callback=_since,
+        callback=_moment,
         help="Only records finished since T: a duration back from now (15m, 2h, 7d) or an ISO "
         "timestamp (UTC unless it names a zone).",
+    ),
+    click.option(
+        "--until",
+        metavar="T",
+        callback=_moment,
+        help="Only records finished at or before T, written as for --since (--until 7d: older "
+        "than a week); with --since, a time range.",
     ),
     click.option(
         "--limit",
@@ -179,6 +190,7 @@ def history(
     action: str | None,
     status: str | None,
     since: datetime | None,
+    until: datetime | None,
     limit: int,
     as_json: bool,
     purge_older_than: timedelta | None,
@@ -192,16 +204,28 @@ def history(
     \b
     Examples:
       corec-kit history --status error --since 2h
+      corec-kit history --since 2026-01-31T08:00:00Z --until 2026-01-31T09:00:00Z
       corec-kit history --action generate_plugin --json --limit 10
       corec-kit history --purge-older-than 30d --limit 1
     """
     import asyncio
 
+    if since is not None and until is not None and since > until:
+        raise click.UsageError(
+            f"--since ({since.isoformat()}) is later than --until ({until.isoformat()}), so no "
+            "record can match: give the earlier time to --since"
+        )
     cfg = get_state().kernel().settings.kernel
     purge_older_than = _purge_window(cfg, purge, purge_older_than)
     records, purged, where, found = asyncio.run(
         _history(
-            cfg, action=action, status=status, since=since, limit=limit, purge=purge_older_than
+            cfg,
+            action=action,
+            status=status,
+            since=since,
+            until=until,
+            limit=limit,
+            purge=purge_older_than,
         )
     )
     if purged is not None:

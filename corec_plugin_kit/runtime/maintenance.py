@@ -3,8 +3,9 @@
 It renews the claims of long-running, parked and held entries (XCLAIM JUSTID, which does not
 count a delivery), reclaims idle entries of dead consumers (XAUTOCLAIM, in ``reading``), probes
 open circuit breakers with parked entries, updates the lag and pending gauges, trims the input
-stream below the oldest entry any group still needs, removes dead consumers and purges old
-records.
+stream below the oldest entry any group still needs, removes dead consumers, purges old
+records, and publishes the breakers and the process's figures (``runtime/published.py``,
+``runtime/figures.py``) for other processes to read.
 """
 
 from __future__ import annotations
@@ -21,7 +22,7 @@ from redis.exceptions import ResponseError
 
 from ..envelopes import as_text as _s
 from ..errors import DatabaseUnavailable
-from . import metrics, published
+from . import figures, metrics, published
 from .reading import id_key
 from .state import WorkerState
 from .transport import TRANSIENT_REDIS
@@ -34,7 +35,7 @@ CLAIM_CHUNK = 500
 
 class Maintenance(WorkerState):
     """Claims, reclaims, breaker probes, gauges, trims, consumer pruning, record purges, the
-    breakers published."""
+    breakers and figures published."""
 
     _publishing: set[asyncio.Task[None]]
 
@@ -79,6 +80,22 @@ class Maintenance(WorkerState):
             return
         with contextlib.suppress(*TRANSIENT_REDIS, ResponseError):
             await published.withdraw(self.redis, published.breakers_key(self.cfg), self.consumer)
+
+    async def publish_figures(self) -> None:
+        """Write this process's figures where other processes read them
+        (``runtime/figures.py``), with the key's expiry; a refusal (an ACL without it) or an
+        unreachable Redis costs nothing else: the next period writes them again."""
+        breakers = published.snapshot(self.breakers)
+        value = figures.snapshot(self.kernel, self.consumer, breakers)
+        with contextlib.suppress(*TRANSIENT_REDIS, ResponseError):
+            await figures.publish(self.redis, figures.workers_key(self.cfg), value)
+
+    async def withdraw_figures(self) -> None:
+        """This worker stops: its figures are no one's."""
+        if self.streams.index != 0 or not self.cfg.publish_figures:
+            return
+        with contextlib.suppress(*TRANSIENT_REDIS, ResponseError):
+            await figures.withdraw(self.redis, figures.workers_key(self.cfg), self.consumer)
 
     def _breaker_changed(self) -> None:
         task = asyncio.ensure_future(self.publish_breakers())
@@ -161,6 +178,8 @@ class Maintenance(WorkerState):
         tasks.append((5.0, lambda: self._update_gauges()))
         if self.streams.index == 0:  # the partitions of a process share their breakers
             tasks.append((published.REFRESH_S, lambda: self.publish_breakers()))
+            if cfg.publish_figures:  # and their tallies, which are the process's
+                tasks.append((figures.FIGURES_S, lambda: self.publish_figures()))
         tasks.append((cfg.trim_interval_s, lambda: self.trim_input()))
         idle = cfg.dead_consumer_idle_ms
         if idle is not None:

@@ -1,18 +1,19 @@
-"""Operations on the streams: send a command, stats, list and replay dead letters, list and
-prune the group's consumers.
+"""Operations on the streams: send a command, stats, list, replay and delete dead letters,
+list and prune the group's consumers.
 
 Used by ``corec-kit send`` and by the manager processor's ``stats``, ``dlq_list``,
-``dlq_replay`` and ``consumers`` actions (so they work from ``exec``, from the stream and from
-CoreC alike).
+``dlq_replay``, ``dlq_delete`` and ``consumers`` actions (so they work from ``exec``, from the
+stream and from CoreC alike).
 """
 
 from __future__ import annotations
 
 import contextlib
+import re
 import sys
 import time
 import uuid
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Mapping, Sequence
 from typing import TYPE_CHECKING, Any
 
 import orjson
@@ -21,6 +22,7 @@ from ..envelopes import DEAD_LETTER_FIELDS
 from ..envelopes import as_text as _s
 from ..errors import InvalidParams
 from ..partitions import StreamSet, stream_sets, streams_for
+from . import figures
 from .connection import RedisHandle, kernel_redis
 from .published import breakers_key, merged, read
 
@@ -207,6 +209,16 @@ async def wait_for_result(
             progress(time.monotonic() - started)
 
 
+async def await_result(
+    kernel: Kernel, key: str, after: str, timeout: float
+) -> dict[str, Any] | None:
+    """The result envelope of command ``key`` on its default reply stream, newer than entry id
+    ``after`` (the command's own), waiting up to ``timeout`` seconds; ``None`` when none came."""
+    cfg = kernel.settings.kernel
+    redis = await kernel_redis(kernel)
+    return await wait_for_result(redis, streams_for(cfg, key).stream_out, key, after, timeout)
+
+
 def _shown(names: list[str], configured: str) -> str:
     """One stream's name, or the configured name and how many partitions it has."""
     return names[0] if len(names) == 1 else f"{configured} ({len(names)} partitions)"
@@ -217,12 +229,17 @@ async def _group_info(redis: Any, stream: str, group: str) -> dict[str, Any] | N
     return next((g for g in groups if _s(g.get("name")) == group), None)
 
 
-async def stream_stats(kernel: Kernel) -> dict[str, Any]:
+async def stream_stats(kernel: Kernel, *, counts: bool = True) -> dict[str, Any]:
     """Lag and pending of the group, stream lengths, breaker states, per-action counts.
+
+    ``counts=False`` leaves the per-action record counts out (``actions`` is ``None``): they
+    take a query over the whole record table, too much for a page that refreshes every second.
 
     ``breakers`` is each processor's worst state over the deployment's running workers (as
     they publish them; this process's own worker as it is now) and ``breakers_by_consumer``
-    each worker's.
+    each worker's. ``workers`` lists the running workers' published figures in brief
+    (consumer, host, pid, version, started, at, processed, in_flight; :func:`worker_figures`
+    has them all).
 
     With ``kernel.partitions`` > 1, ``lag`` and ``pending`` are summed over the partitions and
     ``partitions`` lists each one's.
@@ -262,8 +279,31 @@ async def stream_stats(kernel: Kernel) -> dict[str, Any]:
     out["breakers"] = report["breakers"]
     out["breakers_by_consumer"] = report["by_consumer"]
     out["worker"] = worker.counts() if worker is not None else None
-    out["actions"] = await _action_counts(kernel)
+    out["workers"] = [figures.compact(f) for f in (await worker_figures(kernel))["workers"]]
+    out["actions"] = await _action_counts(kernel) if counts else None
     return out
+
+
+async def worker_figures(kernel: Kernel) -> dict[str, Any]:
+    """The figures the deployment's running workers publish (``runtime/figures.py``; this
+    process's own worker's as they are this instant): ``{"buckets": the duration buckets'
+    upper bounds (seconds), "interval_s": how often workers publish, "workers": [figures,
+    sorted by consumer]}``. Only this process's own when this user may not read them."""
+    from redis.exceptions import ResponseError
+
+    redis = await kernel_redis(kernel)
+    try:
+        by_consumer = await figures.read(redis, figures.workers_key(kernel.settings.kernel))
+    except ResponseError:  # NOPERM, or a key of another type
+        by_consumer = {}
+    own = figures.runtime_snapshot(kernel)
+    if own is not None:
+        by_consumer[own["consumer"]] = own
+    return {
+        "buckets": list(figures.BUCKETS),
+        "interval_s": figures.FIGURES_S,
+        "workers": [by_consumer[consumer] for consumer in sorted(by_consumer)],
+    }
 
 
 async def published_breakers(kernel: Kernel) -> dict[str, Any]:
@@ -383,6 +423,56 @@ def _split_ref(ref: str, count: int, field: str) -> tuple[int | None, str]:
     return None, ref
 
 
+#: A stream entry id as ``dlq_list`` shows it: ``MILLISECONDS-SEQUENCE``, each below 2**64.
+_ENTRY_ID = re.compile(r"(\d{1,20})-(\d{1,20})")
+_ID_MAX = 2**64 - 1
+
+
+def _entry_ref(ref: str, count: int, field: str) -> tuple[int | None, str]:
+    """:func:`_split_ref`, with the entry id checked: a malformed one is the caller's mistake
+    (InvalidParams, exit 2), not a Redis error, and a bare ``MS`` is not taken as the range
+    of every entry of that millisecond."""
+    index, entry_id = _split_ref(ref, count, field)
+    match = _ENTRY_ID.fullmatch(entry_id)
+    if match is None or max(int(match[1]), int(match[2])) > _ID_MAX:
+        message = (
+            f"{ref[:80]!r} is not a dead-letter entry id: name it as `corec-kit manager dlq "
+            "list` shows it, MILLISECONDS-SEQUENCE (e.g. 1712345678901-0), or PARTITION/"
+            "MILLISECONDS-SEQUENCE with kernel.partitions > 1"
+        )
+        raise InvalidParams(message, details=[{"loc": field, "msg": message, "type": "value"}])
+    return index, entry_id
+
+
+async def _locate(
+    redis: Any, sets: Sequence[StreamSet], index: int | None, entry_id: str
+) -> list[tuple[StreamSet, list[Any]]]:
+    """Each partition whose dead-letter stream holds ``entry_id``, with its row: only
+    partition ``index``'s when the ref named one; found in several, a plain id is ambiguous."""
+    found = []
+    for streams in sets if index is None else [sets[index]]:
+        rows = await redis.xrange(streams.dead_letter_stream, min=entry_id, max=entry_id)
+        if rows:
+            found.append((streams, rows))
+    return found
+
+
+def _bounds(until: str | Mapping[str, str] | None) -> dict[str, str]:
+    """``until`` as :func:`dlq_bound` gives it (one id, or partition -> id) by partition."""
+    return {"0": until} if isinstance(until, str) else dict(until or {})
+
+
+async def _bounded(
+    kernel: Kernel, sets: Sequence[StreamSet], until: str | Mapping[str, str] | None
+) -> tuple[str | Mapping[str, str] | None, list[tuple[StreamSet, str]]]:
+    """``--all``: the bound (``until``, else :func:`dlq_bound` read now) and each partition's
+    last dead-letter id under it, for the partitions that have one."""
+    if until is None:
+        until = (await dlq_bound(kernel))["until"]
+    bounds = _bounds(until)
+    return until, [(s, bounds[str(s.index)]) for s in sets if str(s.index) in bounds]
+
+
 async def dlq_list(kernel: Kernel, limit: int = 100, start: str = "-") -> dict[str, Any]:
     """The oldest ``limit`` dead letters from ``start`` (exclusive cursor with ``(``).
 
@@ -481,21 +571,14 @@ async def dlq_replay(
     missing: list[str] = []
     ambiguous: list[str] = []
     if all_entries:
-        if until is None:
-            until = (await dlq_bound(kernel))["until"]
-        bounds = {"0": until} if isinstance(until, str) else dict(until or {})
-        for streams in sets:
-            bound = bounds.get(str(streams.index))
-            if bound is not None:
-                await replay.up_to(streams, bound)
+        until, bounded = await _bounded(kernel, sets, until)
+        for streams, bound in bounded:
+            await replay.up_to(streams, bound)
     else:
-        for ref in ids or []:
-            index, entry_id = _split_ref(ref, len(sets), "ids")
-            found = []
-            for streams in sets if index is None else [sets[index]]:
-                rows = await redis.xrange(streams.dead_letter_stream, min=entry_id, max=entry_id)
-                if rows:
-                    found.append((streams, rows))
+        # Every ref is checked before any is replayed: a malformed one replays nothing.
+        parsed = [(ref, *_entry_ref(ref, len(sets), "ids")) for ref in ids or []]
+        for ref, index, entry_id in parsed:
+            found = await _locate(redis, sets, index, entry_id)
             if len(found) > 1:
                 ambiguous.append(ref)
             elif not found:
@@ -552,3 +635,72 @@ class _Replay:
             )  # fmt: skip
         if self.progress is not None:
             self.progress(len(rows))
+
+
+async def dlq_delete(
+    kernel: Kernel,
+    refs: list[str] | None = None,
+    *,
+    all_entries: bool = False,
+    until: str | Mapping[str, str] | None = None,
+) -> dict[str, Any]:
+    """Delete dead letters for good: the ones ``refs`` names, or (``all_entries``) every one
+    present when the call starts. For what cannot be fixed and replayed.
+
+    ``refs`` are named as for :func:`dlq_replay` (``ref`` in ``dlq_list``: ``PARTITION/ID``
+    with ``kernel.partitions`` > 1; a plain id is looked for in every partition). All are
+    checked before any is deleted, so a malformed one deletes nothing. One not found (or
+    deleted by someone else meanwhile) is ``missing``; a plain id found in several partitions
+    is ``ambiguous`` and deleted nowhere.
+
+    ``all_entries`` deletes up to the bound (``until``, else :func:`dlq_bound` read first)
+    with one exact ``XTRIM MINID`` per partition: dead letters added meanwhile get newer ids
+    and stay, so emptying the stream never races the workers. Their ids are not read (a dead
+    letter may be large), so ``deleted`` is None there and ``count`` says how many went.
+    """
+    cfg = kernel.settings.kernel
+    redis = await kernel_redis(kernel)
+    sets = stream_sets(cfg)
+    out: dict[str, Any] = {
+        "stream": _shown([s.dead_letter_stream for s in sets], cfg.dead_letter_stream),
+        "deleted": None,
+        "count": 0,
+        "missing": [],
+        "ambiguous": [],
+        "until": None,
+    }
+    if all_entries:
+        until, bounded = await _bounded(kernel, sets, until)
+        for streams, bound in bounded:
+            out["count"] += await _trim_through(redis, streams.dead_letter_stream, bound)
+        out["until"] = until
+        return out
+    # Every ref is checked before any is deleted; a ref given twice is deleted once.
+    parsed = [(ref, *_entry_ref(ref, len(sets), "ids")) for ref in dict.fromkeys(refs or [])]
+    deleted: list[str] = []
+    for ref, index, entry_id in parsed:
+        found = await _locate(redis, sets, index, entry_id)
+        if len(found) > 1:
+            out["ambiguous"].append(ref)
+        elif found and await redis.xdel(found[0][0].dead_letter_stream, entry_id):
+            deleted.append(ref)
+        else:
+            out["missing"].append(ref)
+    out["deleted"], out["count"] = deleted, len(deleted)
+    return out
+
+
+async def _trim_through(redis: Any, stream: str, bound: str) -> int:
+    """Delete the entries of ``stream`` up to ``bound`` included (an exact ``XTRIM MINID`` at
+    the next possible id); how many there were."""
+    match = _ENTRY_ID.fullmatch(bound)
+    if match is None:
+        raise ValueError(f"until {bound[:80]!r} is not a stream entry id (MILLISECONDS-SEQUENCE)")
+    ms, seq = int(match[1]), int(match[2])
+    if seq < _ID_MAX:
+        after = f"{ms}-{seq + 1}"
+    elif ms < _ID_MAX:
+        after = f"{ms + 1}-0"
+    else:  # the greatest id there can be: nothing comes after it
+        return int(await redis.xtrim(stream, maxlen=0, approximate=False))
+    return int(await redis.xtrim(stream, minid=after, approximate=False))

@@ -269,3 +269,4 @@ class Worker(Reading, Handling, Committing, Maintenance):
                 await self.redis.xgroup_delconsumer(self.stream, self.group, self.consumer)
             await self.trim_input()
         await self.withdraw_breakers()
+        await self.withdraw_figures()

@@ -258,12 +258,15 @@ class RecordStore(abc.ABC):
         action: str | None = None,
         status: str | None = None,
         since: datetime | None = None,
+        until: datetime | None = None,
         limit: int = 100,
     ) -> list[Record]:
-        """Records newest first by ``finished_at``, filtered (``since``: finished at or after).
+        """Records newest first by ``finished_at``, filtered (``since``: finished at or after;
+        ``until``: finished at or before; both together: a time range, ends included).
 
         Ordered and filtered on ``finished_at`` alone so the (action, status, finished_at)
-        index serves the query; rows without ``finished_at`` come last.
+        index serves the query; rows without ``finished_at`` come last, and neither time
+        bound matches them (they have not finished).
         """
 
     @abc.abstractmethod

@@ -156,7 +156,7 @@ class Statements:
         self._find_ok_in: dict[int, str] = {}
         self._queries = {
             flags: self._recent(select, flags)
-            for flags in itertools.product((False, True), repeat=3)
+            for flags in itertools.product((False, True), repeat=4)
         }
         self.counts = f"SELECT action, status, count(*) FROM {TABLE} GROUP BY action, status"
         self.purge = (
@@ -244,17 +244,30 @@ class Statements:
         return out
 
     def query(
-        self, action: str | None, status: str | None, since: datetime | None, limit: int
+        self,
+        action: str | None,
+        status: str | None,
+        since: datetime | None,
+        limit: int,
+        *,
+        until: datetime | None = None,
     ) -> tuple[str, list[Any]]:
-        """``(sql, parameters)`` of :meth:`~._base.RecordStore.query`."""
+        """``(sql, parameters)`` of :meth:`~._base.RecordStore.query`.
+
+        One prepared text per combination of filters (built at import), so a filter that is
+        not given is not in the statement at all rather than a ``? IS NULL OR`` test, which
+        would keep the planners from using the (action, status, finished_at) index.
+        """
         args: list[Any] = [value for value in (action, status) if value is not None]
-        if since is not None:
-            args.append(self.dialect.write_ts(since))
+        args += [self.dialect.write_ts(at) for at in (since, until) if at is not None]
         args.append(max(0, limit))
-        return self._queries[action is not None, status is not None, since is not None], args
+        flags = (action is not None, status is not None, since is not None, until is not None)
+        return self._queries[flags], args
 
     def _recent(self, select: str, flags: tuple[bool, ...]) -> str:
-        tests = ("action = ", "status = ", "finished_at >= ")
+        """The query of one combination of filters: equalities on the index's leading
+        columns, then a range on ``finished_at`` (which leaves out unfinished rows)."""
+        tests = ("action = ", "status = ", "finished_at >= ", "finished_at <= ")
         where = [
             f"{test}{self.param(i)}" for i, test in enumerate(itertools.compress(tests, flags), 1)
         ]

@@ -144,9 +144,10 @@ class SQLStore(RecordStore, Generic[C]):
         action: str | None = None,
         status: str | None = None,
         since: datetime | None = None,
+        until: datetime | None = None,
         limit: int = 100,
     ) -> list[Record]:
-        return await self._select(*self.sql.query(action, status, since, limit))
+        return await self._select(*self.sql.query(action, status, since, limit, until=until))
 
     async def counts(self) -> dict[str, dict[str, int]]:
         sql = self.sql.counts

@@ -46,6 +46,7 @@ def safe_params(action: str, tmp: Path) -> dict[str, Any]:
         "ping": {"echo": "hola"},
         "describe_action": {"action": "ping"},
         "dlq_replay": {"ids": ["0-1"]},
+        "dlq_delete": {"ids": ["0-1"]},
         "generate_plugin": {"plugin_name": "demo_proc", "dry_run": True},
         "generate_website": {
             "template": "fastapi",

@@ -269,8 +269,10 @@ def test_processor_groups_complete_their_commands(tmp_path: Path, shell: str) ->
     """The crash of issue 13: ``corec-kit generator <TAB>`` raised "no active click context"."""
     assert ok(complete(tmp_path, "corec-kit generator ", shell)) == ["plugin", "site"]
     assert ok(complete(tmp_path, "corec-kit reviser ", shell)) == ["review", "revise"]
-    assert {"stats", "consumers", "dlq"} <= set(ok(complete(tmp_path, "corec-kit manager ", shell)))
-    assert ok(complete(tmp_path, "corec-kit manager dlq ", shell)) == ["list", "replay"]
+    assert {"stats", "consumers", "dlq", "console"} <= set(
+        ok(complete(tmp_path, "corec-kit manager ", shell))
+    )
+    assert ok(complete(tmp_path, "corec-kit manager dlq ", shell)) == ["delete", "list", "replay"]
     assert ok(complete(tmp_path, "corec-kit manager dlq re", shell)) == ["replay"]
 
 

@@ -3,7 +3,8 @@
 * every hook has a ``## corec_<name>`` heading in docs/hooks.md showing its exact signature, and
   at least one test implements it;
 * docs/configuration.md lists every kernel key with its default (the generated table);
-* docs/cli.md matches each built-in command's ``--help`` (summary line and options);
+* docs/cli.md matches each built-in command's ``--help`` (summary line and options), and so do
+  the processor commands it documents in sections of their own;
 * the processor package of docs/writing-processors.md works and its tests pass.
 """
 
@@ -169,6 +170,33 @@ def test_help_text_matches_cli_md(name: str, corec_cli: Any) -> None:
     for option in documented_options(body):
         for opt in option.replace("`", "").split("/"):
             assert opt in rendered
+
+
+def processor_command(path: str) -> click.Command:
+    """``manager dlq delete`` -> that command, resolved as ``corec-kit`` resolves it (the
+    processor's group fills itself from the installed processors)."""
+    ctx = click.Context(cli)
+    command: click.Command | None = cli
+    for name in path.split():
+        assert isinstance(command, click.Group), path
+        command = command.get_command(ctx, name)
+    assert command is not None, path
+    return command
+
+
+@pytest.mark.parametrize("path", ["manager dlq replay", "manager dlq delete", "manager console"])
+def test_processor_command_help_matches_cli_md(path: str, corec_cli: Any) -> None:
+    """The processor commands documented in a ``####`` section of "Processor commands"."""
+    body = doc_sections(CLI_MD, "####")[f"`corec-kit {path}`"]
+    command = processor_command(path)
+    assert summary(body) == first_help_paragraph(command)
+    assert documented_options(body) == option_names(command)
+    result = corec_cli(*path.split(), "--help")
+    assert result.exit_code == 0, result.output
+    rendered = " ".join(result.output.split())
+    assert summary(body) in rendered
+    for option in documented_options(body):
+        assert option.strip("`") in rendered
 
 
 def test_exit_codes_in_help_match_cli_md() -> None:

@@ -75,6 +75,28 @@ def test_filters(history: Callable[..., Any]) -> None:
     assert keys(history("--json", "--limit", "2")) == ["b2", "a2"]
 
 
+def test_until_and_time_ranges(history: Callable[..., Any]) -> None:
+    assert keys(history("--json", "--until", "1d")) == ["b1", "b3", "a1"]
+    assert keys(history("--json", "--until", "1d", "--status", "ok")) == ["b1", "a1"]
+    assert keys(history("--json", "--since", "11d", "--until", "1d")) == ["b1", "b3"]
+    assert keys(history("--json", "--since", "3d", "--until", "3h", "--action", "beta")) == ["b1"]
+    # ISO timestamps, as for --since (b2 finished 0.1 day ago, a2 0.2 day ago).
+    at = (datetime.now(timezone.utc) - timedelta(days=0.15)).strftime("%Y-%m-%dT%H:%M:%SZ")
+    assert keys(history("--json", "--until", at, "--limit", "2")) == ["a2", "b1"]
+    assert keys(history("--json", "--since", at, "--until", "0s")) == ["b2"]
+
+
+def test_since_after_until_is_a_usage_error(history: Callable[..., Any]) -> None:
+    result = history("--since", "1d", "--until", "2d", seed_records=False)
+    assert result.exit_code == 2
+    assert "is later than --until" in result.stderr
+    assert "give the earlier time to --since" in result.stderr
+    assert "Traceback" not in result.output
+    bad = history("--until", "last week", seed_records=False)
+    assert bad.exit_code == 2
+    assert "--until" in bad.stderr and "neither a duration" in bad.stderr
+
+
 def test_text_output(history: Callable[..., Any]) -> None:
     result = history("--status", "error")
     assert result.exit_code == 0, result.output

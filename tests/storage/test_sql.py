@@ -48,10 +48,29 @@ def test_every_statement_takes_as_many_parameters_as_it_is_given(sql: Statements
     assert placeholders(sql, sql.get) == 1
     assert placeholders(sql, sql.record_version) == 1
     assert placeholders(sql, sql.purge) == len(sql.purge_args(FINISHED, 10))
-    for action, status, since in itertools.product(("a", None), ("ok", None), (FINISHED, None)):
-        text, args = sql.query(action, status, since, 5)
+    for action, status, since, until in itertools.product(
+        ("a", None), ("ok", None), (FINISHED, None), (FINISHED, None)
+    ):
+        text, args = sql.query(action, status, since, 5, until=until)
         assert placeholders(sql, text) == len(args)
         assert args[-1] == 5
+
+
+@DIALECTS
+def test_time_bounds_are_a_range_on_finished_at_after_the_equalities(sql: Statements) -> None:
+    """``since`` and ``until`` filter ``finished_at`` in the order of the (action, status,
+    finished_at) index's columns, each given once, in the order of the parameters."""
+    earlier = FINISHED - timedelta(hours=1)
+    text, args = sql.query("a", "ok", earlier, 5, until=FINISHED)
+    where = text.split(" WHERE ", 1)[1].split(" ORDER BY ")[0]
+    p = sql.param
+    assert where == (
+        f"action = {p(1)} AND status = {p(2)} AND finished_at >= {p(3)} AND finished_at <= {p(4)}"
+    )
+    assert args == ["a", "ok", sql.dialect.write_ts(earlier), sql.dialect.write_ts(FINISHED), 5]
+    only_until, until_args = sql.query(None, None, None, 7, until=FINISHED)
+    assert f"WHERE finished_at <= {p(1)} ORDER BY" in only_until
+    assert until_args == [sql.dialect.write_ts(FINISHED), 7]
 
 
 @DIALECTS

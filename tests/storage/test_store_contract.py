@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import random
 from datetime import datetime, timedelta, timezone
+from typing import Any
 
 from storage_helpers import old, rec, sibling, total
 
@@ -218,6 +219,34 @@ async def test_query_filters_and_order(corec_store: RecordStore) -> None:
     assert [r.command_key for r in await corec_store.query(since=old(1.5))] == ["a3", "b1"]
     assert [r.command_key for r in await corec_store.query(limit=2)] == ["a3", "b1"]
     assert await corec_store.query(action="zzz") == []
+
+
+async def test_query_by_time_range(corec_store: RecordStore) -> None:
+    """``until`` keeps what finished at or before it, ``since`` and ``until`` together a range
+    with both ends included; unfinished rows match no time bound."""
+    edge = old(2)
+    await corec_store.write_batch(
+        [
+            rec("a1", action="a", finished_at=old(3)),
+            rec("a2", "error", action="a", finished_at=edge),
+            rec("a3", action="a", finished_at=old(0.5)),
+            rec("b1", action="b", finished_at=old(1)),
+            rec("n1", action="b", finished_at=None),
+        ]
+    )
+
+    async def keys(**filters: Any) -> list[str]:
+        return [r.command_key for r in await corec_store.query(**filters)]
+
+    assert await keys(until=old(0.75)) == ["b1", "a2", "a1"]
+    assert await keys(until=edge) == ["a2", "a1"]  # at the bound: included
+    assert await keys(since=edge, until=old(0.75)) == ["b1", "a2"]
+    assert await keys(since=edge, until=edge) == ["a2"]
+    assert await keys(action="a", until=old(1)) == ["a2", "a1"]
+    assert await keys(action="a", status="ok", since=old(4), until=old(1)) == ["a1"]
+    assert await keys(status="error", until=old(2.5)) == []
+    assert await keys(until=old(0.75), limit=1) == ["b1"]
+    assert await keys(since=old(1), until=old(2)) == []  # an empty range
 
 
 async def test_counts_by_action_and_status(corec_store: RecordStore) -> None:

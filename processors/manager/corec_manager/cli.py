@@ -1,4 +1,4 @@
-"""``corec-kit manager stats|consumers|dlq list|replay``: the manager's commands.
+"""``corec-kit manager stats|consumers|dlq list|replay|delete``: the manager's commands.
 
 Each is a click command defined at module level; :func:`add_cli` (called from the ``corec_cli``
 hook) mounts them on the ``corec-kit manager`` group. A command gets the configured kernel from
@@ -10,6 +10,7 @@ or, with ``--json``, as JSON. The stream operations are imported inside the comm
 
 from __future__ import annotations
 
+import re
 from collections.abc import Awaitable, Callable
 from typing import Any, TextIO, TypeVar, cast
 
@@ -24,10 +25,14 @@ json_option = click.option("--json", "as_json", is_flag=True, help="Print JSON."
 
 
 def add_cli(group: click.Group) -> None:
-    """``corec-kit manager dlq list|replay``, ``corec-kit manager stats`` and ``consumers``."""
+    """``corec-kit manager dlq list|replay|delete``, ``corec-kit manager stats``,
+    ``consumers`` and ``console`` (the web console, :mod:`corec_manager.console`)."""
+    from .console import console_cmd
+
     group.add_command(stats_cmd)
     group.add_command(consumers_cmd)
     group.add_command(dlq)
+    group.add_command(console_cmd)
 
 
 def run_in_kernel(kernel: Any, operation: Callable[[], Awaitable[T]]) -> T:
@@ -101,12 +106,12 @@ def echo_consumers(report: dict[str, Any], prune: bool) -> None:
         click.echo("remove them: corec-kit manager consumers --prune")
 
 
-# -- corec-kit manager dlq list|replay ----------------------------------------------------------
+# -- corec-kit manager dlq list|replay|delete ---------------------------------------------------
 
 
 @click.group("dlq")
 def dlq() -> None:
-    """Inspect and replay the dead-letter stream."""
+    """Inspect, replay and delete the dead-letter stream's entries."""
 
 
 @dlq.command("list")
@@ -173,6 +178,11 @@ def dlq_replay_cmd(kernel: Any, ids: tuple[str, ...], all_entries: bool, keep: b
         total = len(ids)
     outcome = replay_with_progress(kernel, list(ids), total, all_entries, keep, until)
     click.echo(f"replayed {len(outcome['replayed'])} onto {outcome['stream_in']}")
+    exit_if_unfound(outcome)
+
+
+def exit_if_unfound(outcome: dict[str, Any]) -> None:
+    """Name the ids that were not found, or found in several partitions, and exit 1 then."""
     if outcome.get("ambiguous"):
         click.echo(
             f"in several partitions: {', '.join(outcome['ambiguous'])} (name them "
@@ -212,3 +222,81 @@ def replay_with_progress(
             ),
         )
     return outcome
+
+
+@dlq.command("delete")
+@click.argument("ids", nargs=-1)
+@click.option("--all", "all_entries", is_flag=True, help="Delete the dead letters present now.")
+@click.option("--yes", is_flag=True, help="Delete without asking for confirmation.")
+@pass_kernel
+def dlq_delete_cmd(kernel: Any, ids: tuple[str, ...], all_entries: bool, yes: bool) -> None:
+    """Delete dead letters for good (by entry id, or --all), after asking.
+
+    For dead letters that cannot be fixed and replayed. With kernel.partitions > 1, name them
+    PARTITION/ID (as `dlq list` shows them). Asks "delete N dead letters from STREAM? [y/N]"
+    first (on stderr) unless --yes; exits 1 when one is not found, or when the answer is no.
+
+    --all deletes the dead letters present when it starts: those dead-lettered meanwhile
+    stay, so it can empty the stream while workers run.
+    """
+    from corec_plugin_kit.api import dlq_bound, dlq_delete
+
+    if not ids and not all_entries:
+        raise click.UsageError("name dead-letter entry ids, or pass --all")
+    if ids and all_entries:
+        raise click.UsageError("name dead-letter entry ids or pass --all, not both")
+    refs = list(dict.fromkeys(ids))
+    malformed = [ref for ref in refs if not ENTRY_REF.fullmatch(ref)]
+    if malformed:  # before asking: the answer would not matter
+        raise click.BadParameter(
+            f"{', '.join(malformed)}: name dead letters as `corec-kit manager dlq list` shows "
+            "them, MILLISECONDS-SEQUENCE (e.g. 1712345678901-0) or PARTITION/MILLISECONDS-"
+            "SEQUENCE",
+            param_hint="IDS",
+        )
+    until: str | dict[str, str] | None = None
+    if all_entries:
+        # The bound is read once, here: the count asked about is exactly what is deleted.
+        bound = run_in_kernel(kernel, lambda: dlq_bound(kernel))
+        total, stream, until = bound["total"], bound["stream"], bound["until"]
+        if until is None:
+            click.echo(f"deleted 0 dead letters from {stream}")
+            return
+    else:
+        total, stream = len(refs), shown_dead_letter_stream(kernel)
+    if not yes:
+        confirm_delete(total, stream)
+    outcome = run_in_kernel(
+        kernel, lambda: dlq_delete(kernel, refs, all_entries=all_entries, until=until)
+    )
+    click.echo(f"deleted {dead_letters(outcome['count'])} from {outcome['stream']}")
+    exit_if_unfound(outcome)
+
+
+#: A dead letter's ref as `dlq list` shows it (the kit checks it again, partitions included).
+ENTRY_REF = re.compile(r"(\d+/)?\d+-\d+")
+
+
+def dead_letters(count: int) -> str:
+    """``1 dead letter``, ``2 dead letters``."""
+    return f"{count} dead letter{'' if count == 1 else 's'}"
+
+
+def shown_dead_letter_stream(kernel: Any) -> str:
+    """The dead-letter stream's name, and how many partitions it has when more than one."""
+    cfg = kernel.settings.kernel
+    name: str = cfg.dead_letter_stream
+    return name if cfg.partitions == 1 else f"{name} ({cfg.partitions} partitions)"
+
+
+def confirm_delete(total: int, stream: str) -> None:
+    """Ask on stderr before deleting; no, or no answer (stdin closed), deletes nothing and
+    exits 1, so a script that forgot --yes fails instead of deleting."""
+    try:
+        agreed = click.confirm(f"delete {dead_letters(total)} from {stream}?", err=True)
+    except click.Abort:  # end of input: nobody to ask
+        click.echo("", err=True)
+        agreed = False
+    if not agreed:
+        click.echo("nothing deleted (pass --yes to delete without asking)", err=True)
+        raise SystemExit(1)

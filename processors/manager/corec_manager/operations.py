@@ -1,5 +1,5 @@
-"""Stream operations of the manager: the ``stats``, ``dlq_list``, ``dlq_replay`` and
-``consumers`` actions (the ``corec-kit manager`` commands that run them are in
+"""Stream operations of the manager: the ``stats``, ``dlq_list``, ``dlq_replay``,
+``dlq_delete`` and ``consumers`` actions (the ``corec-kit manager`` commands that run them are in
 :mod:`corec_manager.cli`).
 
 The work itself lives in the kit (the stream operations of :mod:`corec_plugin_kit.api`), so the
@@ -41,11 +41,36 @@ class DlqReplayParams(BaseModel):
 
     @model_validator(mode="after")
     def _something(self) -> DlqReplayParams:
-        if not self.ids and not self.all:
-            raise ValueError("give `ids` (a list of dead-letter entry ids) or `all: true`")
-        if self.ids and self.all:
-            raise ValueError("give either `ids` or `all`, not both")
+        _ids_or_all(self.ids, self.all)
         return self
+
+
+class DlqDeleteParams(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    ids: list[str] = Field(
+        default_factory=list,
+        description="dead-letter entry ids to delete (PARTITION/ID with kernel.partitions > 1: "
+        "the `ref` of dlq_list)",
+    )
+    all: bool = Field(
+        False,
+        description="delete every dead letter present when the deletion starts (those "
+        "dead-lettered meanwhile stay)",
+    )
+
+    @model_validator(mode="after")
+    def _something(self) -> DlqDeleteParams:
+        _ids_or_all(self.ids, self.all)
+        return self
+
+
+def _ids_or_all(ids: list[str], all_entries: bool) -> None:
+    """The dead letters a command names: a list of ids or ``all``, exactly one of them."""
+    if not ids and not all_entries:
+        raise ValueError("give `ids` (a list of dead-letter entry ids) or `all: true`")
+    if ids and all_entries:
+        raise ValueError("give either `ids` or `all`, not both")
 
 
 class ConsumersParams(BaseModel):
@@ -83,6 +108,13 @@ async def dlq_replay(params: DlqReplayParams, ctx: CommandContext) -> dict[str, 
     return await replay(ctx.kernel, params.ids, all_entries=params.all, keep=params.keep)
 
 
+async def dlq_delete(params: DlqDeleteParams, ctx: CommandContext) -> dict[str, Any]:
+    """Delete dead letters for good (by id, or all those present when it starts)."""
+    from corec_plugin_kit.api import dlq_delete as delete
+
+    return await delete(ctx.kernel, params.ids, all_entries=params.all)
+
+
 async def consumers(params: ConsumersParams, ctx: CommandContext) -> dict[str, Any]:
     """List the group's consumers (dead ones flagged); with `prune`, remove the dead ones."""
     from corec_plugin_kit.api import group_consumers
@@ -99,4 +131,5 @@ def register_operations(register: Any) -> None:
     register("stats", stats, StatsParams)
     register("dlq_list", dlq_list, DlqListParams)
     register("dlq_replay", dlq_replay, DlqReplayParams)
+    register("dlq_delete", dlq_delete, DlqDeleteParams)
     register("consumers", consumers, ConsumersParams)
