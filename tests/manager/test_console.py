@@ -73,6 +73,9 @@ def test_loopback_reads_are_open_and_writes_need_the_token(
         page = client.get(path)
         assert page.status == 200, (path, page.text[:300])
         assert "read-only" in page.text
+        # Never framed by another page (a replay button clickjacked), no outside script.
+        assert "frame-ancestors 'none'" in page.headers["content-security-policy"]
+        assert page.headers["referrer-policy"] == "no-referrer"
     # No session: refused, and the dead letter stays.
     refused = client.post("/api/dlq/replay", {"refs": [ref]})
     assert refused.status == 403 and "sign in" in refused.json()["error"]["message"]
@@ -105,6 +108,13 @@ def test_loopback_reads_are_open_and_writes_need_the_token(
     assert (replayed["ref"], replayed["key"]) == (ref, "k1")
     assert r.xlen(corec_streams["dead_letter_stream"]) == 0
     assert r.xlen(corec_streams["stream_in"]) == 1
+    # DNS rebinding: another name pointed at 127.0.0.1 reads nothing, even on open pages.
+    port = console.url.rstrip("/").rsplit(":", 1)[1]
+    rebound = Client(console.url)
+    for path in ("/", "/dead-letters", "/api/overview"):
+        page = rebound.get(path, headers={"Host": f"attacker.example:{port}"})
+        assert page.status == 421 and "k1" not in page.text, path
+    assert rebound.get("/", headers={"Host": f"localhost:{port}"}).status == 200
     # A wrong token signs nobody in.
     stranger = Client(console.url)
     assert stranger.get("/?token=not-the-token").status == 401
@@ -274,3 +284,33 @@ def test_the_workers_page_tells_alive_from_gone(
                    what="the killed worker's row, gone")  # fmt: skip
     finally:
         stop(proc)
+
+
+def test_partitions_are_counted_and_replayed_by_ref(
+    corec_streams: dict[str, Any], tmp_path: Path, r: syncredis.Redis
+) -> None:
+    from corec_plugin_kit.config import KernelConfig
+    from corec_plugin_kit.partitions import stream_sets
+
+    env = console_env(corec_streams, tmp_path, partitions=3)
+    config = {k: v for k, v in corec_streams.items() if k != "redis_url"}
+    sets = stream_sets(KernelConfig(**config, partitions=3))
+    for streams in (sets[1], sets[2], sets[2]):
+        dead_letter(r, {"dead_letter_stream": streams.dead_letter_stream})
+    running = start_console(env)
+    try:
+        client = Client(running.url)
+        overview = client.get("/api/overview").json()
+        assert overview["dead_letters"] == 3
+        page = client.get("/dead-letters").text
+        refs = re.findall(r'<tr data-ref="(\d/[0-9-]+)">', page)
+        assert [ref.split("/")[0] for ref in refs] == ["1", "2", "2"]
+        assert running.token is not None
+        client.sign_in(running.token)
+        done = client.post("/api/dlq/replay", {"refs": [refs[2]]},
+                           headers={"X-CSRF-Token": client.csrf()})  # fmt: skip
+        (replayed,) = done.json()["replayed"]
+        assert replayed["ref"] == refs[2] and replayed["stream_in"] == sets[2].stream_in
+        assert r.xlen(sets[2].stream_in) == 1 and r.xlen(sets[2].dead_letter_stream) == 1
+    finally:
+        running.stop()

@@ -155,6 +155,9 @@ def test_the_overview_counts_commands_as_they_flow(
         send(r, corec_streams, "echo", {"n": i}, f"a{i}")
     page.wait_for_timeout(2500)
     page.screenshot(path=str(shots / "overview.png"), full_page=True)
+    page.select_option('select[name="window"]', "300")  # the page's script submits it
+    expect(page.locator("#actions thead")).to_contain_text("cmd/s (5 min)")
+    assert "window=300" in page.url
     page.goto(f"{console.origin}/workers")
     alive = page.locator("#worker-table tr.alive")
     expect(alive).to_have_count(1)

@@ -20,7 +20,9 @@ from typing import Any
 from urllib.parse import urlencode
 
 from jinja2 import Environment, FileSystemLoader, select_autoescape
+from markupsafe import escape
 from starlette.applications import Starlette
+from starlette.middleware import Middleware
 from starlette.requests import Request
 from starlette.responses import HTMLResponse, JSONResponse, RedirectResponse, Response
 from starlette.routing import Mount, Route
@@ -28,7 +30,7 @@ from starlette.staticfiles import StaticFiles
 
 from corec_plugin_kit.api import CorecError
 
-from .auth import COOKIE, CSRF_HEADER, Auth
+from .auth import COOKIE, CSRF_HEADER, Auth, is_loopback
 from .rates import Sampler
 
 log = logging.getLogger("corec_manager.console")
@@ -97,11 +99,51 @@ class Console:
         )
         return HTMLResponse(page, status)
 
+    def error(self, request: Request, message: str, status: int) -> Response:
+        """A refusal or failure: JSON for the API, a page (or a fragment's line) otherwise."""
+        if request.url.path.startswith("/api/"):
+            return JSONResponse({"error": {"type": "error", "message": message}}, status)
+        if request.url.path.startswith("/fragments/"):
+            return HTMLResponse(f"<p class='error'>{escape(message)}</p>", status)
+        return self.render(request, "error.html", status, title="Not done", message=message)
+
 
 def _pretty_json(value: Any) -> str:
     import json
 
     return json.dumps(value, indent=2, ensure_ascii=False, default=str)
+
+
+#: Sent with every answer: no script, style or frame from elsewhere (the pages use their own
+#: files only), never framed by another page (clickjacking a replay button), no Referer (the
+#: first URL carries the token).
+SECURITY_HEADERS = [
+    (b"content-security-policy", b"default-src 'self'; img-src 'self' data:; "
+     b"frame-ancestors 'none'; base-uri 'none'; form-action 'self'"),
+    (b"x-content-type-options", b"nosniff"),
+    (b"x-frame-options", b"DENY"),
+    (b"referrer-policy", b"no-referrer"),
+]  # fmt: skip
+
+
+class SecurityHeaders:
+    """ASGI middleware adding :data:`SECURITY_HEADERS` to every HTTP answer."""
+
+    def __init__(self, app: Any) -> None:
+        self.app = app
+
+    async def __call__(self, scope: Any, receive: Any, send: Any) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+
+        async def with_headers(message: Any) -> None:
+            if message["type"] == "http.response.start":
+                message.setdefault("headers", [])
+                message["headers"] = [*message["headers"], *SECURITY_HEADERS]
+            await send(message)
+
+        await self.app(scope, receive, with_headers)
 
 
 def own_origin(request: Request) -> str:
@@ -117,6 +159,11 @@ def guarded(console: Console, handler: Handler, *, write: bool = False) -> Handl
         if token is not None and not write:
             return _sign_in(request, auth, token)
         cookie, authorization = request.cookies.get(COOKIE), request.headers.get("authorization")
+        if auth.open_reads and not is_loopback(request.url.hostname or ""):
+            # DNS rebinding: a site whose name now points at 127.0.0.1 must not read the pages
+            # that a loopback console leaves open. The browser sends that name as the Host.
+            message = "this console answers on 127.0.0.1, ::1 or localhost only"
+            return console.error(request, message, 421)
         if write:
             refusal = auth.write_refusal(
                 cookie=cookie, authorization=authorization,
@@ -130,23 +177,11 @@ def guarded(console: Console, handler: Handler, *, write: bool = False) -> Handl
         try:
             return await handler(request)
         except CorecError as exc:
-            return _error(request, exc.message, 400 if exc.exit_code == 2 else 503)
+            return console.error(request, exc.message, 400 if exc.exit_code == 2 else 503)
         except ValueError as exc:
-            return _error(request, str(exc), 400)
+            return console.error(request, str(exc), 400)
 
     return endpoint
-
-
-def _error(request: Request, message: str, status: int) -> Response:
-    if request.url.path.startswith("/api/"):
-        return JSONResponse({"error": {"type": "error", "message": message}}, status)
-    return HTMLResponse(f"<p class='error'>{_escape(message)}</p>", status)
-
-
-def _escape(text: str) -> str:
-    from markupsafe import escape
-
-    return str(escape(text))
 
 
 def _sign_in(request: Request, auth: Auth, token: str) -> Response:
@@ -195,6 +230,6 @@ def build_app(kernel: Any, auth: Auth) -> Starlette:
         for path, method, fn in api
     ]
     routes.append(Mount("/static", StaticFiles(directory=HERE / "static"), name="static"))
-    app = Starlette(routes=routes, lifespan=lifespan)
+    app = Starlette(routes=routes, lifespan=lifespan, middleware=[Middleware(SecurityHeaders)])
     app.state.console = console
     return app

@@ -27,8 +27,8 @@ async def overview(kernel: Any, sampler: Sampler, window_s: float) -> dict[str, 
     """The overview: streams, dead letters, breakers, workers, and each action's figures."""
     api = _api()
     stats = await api.stream_stats(kernel, counts=False)
-    cfg = kernel.settings.kernel
-    dead = sum(n for name, n in stats["lengths"].items() if name.startswith(cfg.dead_letter_stream))
+    dead_streams = {s.dead_letter_stream for s in api.stream_sets(kernel.settings.kernel)}
+    dead = sum(n for name, n in stats["lengths"].items() if name in dead_streams)
     workers = sampler.samples[-1].workers if sampler.samples else {}
     shown: dict[str, Any] = redact_data({
         "stream_in": stats["stream_in"],

@@ -248,6 +248,9 @@ function startHistory() {
 }
 
 document.addEventListener("DOMContentLoaded", () => {
+  for (const select of document.querySelectorAll("select[data-autosubmit]")) {
+    select.addEventListener("change", () => select.form.submit());
+  }
   showTimes(document);
   startLive();
   startSendForm();
