@@ -191,11 +191,18 @@ def test_dead_letters_are_filtered_inspected_and_deleted(
 ) -> None:
     refs = [dead_letter(r, corec_streams, action="echo", key=f"e{i}") for i in range(3)]
     refs.append(dead_letter(r, corec_streams, action="sleep", key="s0", error_type="timeout"))
+    # As a worker writes one: type dead_letter, the last failure's own type in its details.
+    worker_made = {"type": "dead_letter", "message": "failed 5 times",
+                   "details": {"last_error": {"type": "timeout", "message": "slow"}}}  # fmt: skip
+    payload = orjson.dumps({"action": "sleep", "params": {}, "id": "s1"})
+    refs.append(r.xadd(corec_streams["dead_letter_stream"],
+                       {"payload": payload, "error": orjson.dumps(worker_made),
+                        "deliveries": "5"}).decode())  # fmt: skip
     client = Client(console.url)
     page = client.get("/dead-letters?action=echo")
     assert [m for m in refs if m in page.text] == refs[:3]
     page = client.get("/dead-letters?error=timeout")
-    assert refs[3] in page.text and refs[0] not in page.text
+    assert refs[3] in page.text and refs[4] in page.text and refs[0] not in page.text
     first = client.get("/dead-letters?limit=2")
     assert refs[0] in first.text and refs[2] not in first.text
     nxt = re.search(r'id="next-page" href="\?([^"]+)"', first.text)
@@ -211,7 +218,7 @@ def test_dead_letters_are_filtered_inspected_and_deleted(
     gone = client.post("/api/dlq/delete", {"refs": [*refs[:2], "1-1"]}, headers=headers)
     assert gone.json()["deleted"] == refs[:2] and gone.json()["missing"] == ["1-1"]
     every = client.post("/api/dlq/delete", {"all": True}, headers=headers)
-    assert every.json()["count"] == 2  # all those present when it started
+    assert every.json()["count"] == 3  # all those present when it started
     assert r.xlen(corec_streams["dead_letter_stream"]) == 0
 
 

@@ -195,7 +195,7 @@ def test_a_dead_letter_is_replayed_from_the_page_and_answered(
     row = page.locator("#dlq-table tbody tr[data-ref]")
     expect(row).to_have_count(1)
     expect(row).to_contain_text("needs_dependency")
-    expect(row).to_contain_text("dead_letter")
+    expect(row).to_contain_text("handler_error")  # the last failure's type, not dead_letter
     expect(row).to_contain_text("the echo dependency is down")
     assert "1970" not in row.inner_text()  # failed_at (ISO 8601) shown as a date
     ref = row.get_attribute("data-ref")

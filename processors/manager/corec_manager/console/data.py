@@ -3,6 +3,7 @@ public API (``corec_plugin_kit.api``): the same operations ``corec-kit manager``
 
 from __future__ import annotations
 
+import contextlib
 import time
 from datetime import datetime
 from typing import Any
@@ -98,11 +99,40 @@ def command_key(fields: dict[str, Any]) -> str | None:
     return None
 
 
-def _matches(entry: dict[str, Any], action: str, error_type: str) -> bool:
+def error_type(error: Any) -> str | None:
+    """What failed: a worker's dead letter says ``dead_letter`` and keeps the last failure's
+    own type in ``details.last_error``; that one is what an operator filters on."""
+    if not isinstance(error, dict):
+        return None
+    details = error.get("details")
+    last = details.get("last_error") if isinstance(details, dict) else None
+    if isinstance(last, dict) and isinstance(last.get("type"), str):
+        return str(last["type"])
+    kind = error.get("type")
+    return kind if isinstance(kind, str) else None
+
+
+def _shown_fields(fields: dict[str, Any]) -> dict[str, Any]:
+    """The original fields, with the JSON ones (``payload``, ``data``, ``params``) decoded."""
+    out: dict[str, Any] = {}
+    for name, value in fields.items():
+        out[name] = value
+        if name in ("payload", "data", "params") and isinstance(value, str):
+            with contextlib.suppress(orjson.JSONDecodeError):
+                out[name] = orjson.loads(value)
+    return out
+
+
+def _described(entry: dict[str, Any]) -> dict[str, Any]:
+    entry["key"] = command_key(entry["fields"])
+    entry["error_type"] = error_type(entry.get("error"))
+    return entry
+
+
+def _matches(entry: dict[str, Any], action: str, error_kind: str) -> bool:
     if action and entry.get("action") != action:
         return False
-    error = entry.get("error") if isinstance(entry.get("error"), dict) else {}
-    return not error_type or (error or {}).get("type") == error_type
+    return not error_kind or entry.get("error_type") == error_kind
 
 
 def _cursor_after(ref: str) -> str:
@@ -111,7 +141,7 @@ def _cursor_after(ref: str) -> str:
 
 
 async def dead_letters(
-    kernel: Any, *, action: str = "", error_type: str = "", start: str = "-", limit: int = 50
+    kernel: Any, *, action: str = "", error_kind: str = "", start: str = "-", limit: int = 50
 ) -> dict[str, Any]:
     """One page of dead letters matching the filters, oldest first, with a cursor to the next.
 
@@ -126,8 +156,7 @@ async def dead_letters(
         total, stream = page["total"], page["stream"]
         for entry in page["entries"]:
             scanned += 1
-            if _matches(entry, action, error_type):
-                entry["key"] = command_key(entry["fields"])
+            if _matches(_described(entry), action, error_kind):
                 found.append(entry)
             if len(found) == limit or scanned >= SCAN_LIMIT:
                 more = entry is not page["entries"][-1] or page["next"] is not None
@@ -152,7 +181,7 @@ async def dead_letter(kernel: Any, ref: str) -> dict[str, Any] | None:
     page = await api.dlq_list(kernel, 1, ref)
     for entry in page["entries"]:
         if entry["ref"] == ref:
-            entry["key"] = command_key(entry["fields"])
+            _described(entry)["fields"] = _shown_fields(entry["fields"])
             shown: dict[str, Any] = redact_data(entry)
             return shown
     return None

@@ -80,7 +80,7 @@ async def action_page(console: Console, request: Request) -> Response:
 async def dead_letters_page(console: Console, request: Request) -> Response:
     query = request.query_params
     page = await data.dead_letters(
-        console.kernel, action=query.get("action", ""), error_type=query.get("error", ""),
+        console.kernel, action=query.get("action", ""), error_kind=query.get("error", ""),
         start=query.get("start", "-") or "-", limit=_int(query.get("limit"), 50, 1, 500),
     )  # fmt: skip
     return console.render(request, "dead_letters.html", title="Dead letters", page=page,
