@@ -321,3 +321,17 @@ def test_partitions_are_counted_and_replayed_by_ref(
         assert r.xlen(sets[2].stream_in) == 1 and r.xlen(sets[2].dead_letter_stream) == 1
     finally:
         running.stop()
+
+
+def test_without_the_extra_it_says_what_to_install(env: dict[str, str]) -> None:
+    # Uninstalling Starlette from the test environment is not an option: the interpreter is
+    # told it is missing instead (a None entry in sys.modules makes its import fail).
+    code = (
+        "import sys; sys.modules['starlette'] = None; sys.argv = ['corec-kit', 'manager', "
+        "'console', '--port', '0']; from corec_plugin_kit.cli.core import main; main()"
+    )
+    run = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True,
+                         timeout=60, check=False)  # fmt: skip
+    assert run.returncode == 1
+    assert "pip install 'corec-manager[console]'" in run.stderr
+    assert "Traceback" not in run.stderr
