@@ -162,6 +162,7 @@ def test_the_overview_counts_commands_as_they_flow(
     alive = page.locator("#worker-table tr.alive")
     expect(alive).to_have_count(1)
     expect(alive.locator("td").nth(3)).to_have_text(str(worker.pid))
+    expect(alive.locator("td.processors")).to_contain_text("echo_proc")
     page.screenshot(path=str(shots / "workers.png"), full_page=True)
     page.goto(f"{console.origin}/history?action=echo&limit=20")
     expect(page.locator("#history-table tbody tr")).to_have_count(20)

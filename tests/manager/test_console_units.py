@@ -6,6 +6,7 @@ from __future__ import annotations
 
 from typing import Any
 
+import orjson
 import pytest
 from corec_manager.console.auth import Auth, check_bind, is_loopback
 from corec_manager.console.forms import form_fields
@@ -170,3 +171,53 @@ def test_writes_need_the_session_and_the_csrf_value() -> None:
     assert auth.token not in (auth.session, auth.csrf) and auth.session != auth.csrf
     assert auth.may_read(None, None)
     assert not Auth("a-long-enough-token-123", open_reads=False).may_read(None, None)
+
+
+class _Url:
+    path = "/dead-letters"
+
+
+class _Request:
+    url = _Url()
+
+
+PWN = "<b id=pwn>"
+
+
+@settings(max_examples=150, deadline=None)
+@given(
+    action=st.text(max_size=30),
+    key=st.text(max_size=30),
+    message=st.text(max_size=60),
+    kind=st.text(max_size=20),
+    field=st.text(max_size=30),
+)
+def test_dead_letter_pages_escape_whatever_a_producer_wrote(
+    action: str, key: str, message: str, kind: str, field: str
+) -> None:
+    """Everything on the dead-letter pages comes from the stream, which any producer with
+    XADD rights fills: rendered, none of it can open an element."""
+    from corec_manager.console.app import Console
+    from corec_manager.console.data import _described, _shown_fields
+
+    console = Console(kernel=None, auth=Auth("a-long-enough-token-123"))
+    fields = {"payload": orjson.dumps({"action": PWN + action, "id": PWN + key}).decode(),
+              PWN + field: PWN + field}  # fmt: skip
+    entry = _described({
+        "ref": "1-0", "entry_id": "1-0", "stream": "s", "action": PWN + action,
+        "deliveries": 1, "last_consumer": PWN, "failed_at": PWN,
+        "error": {"type": PWN + kind, "message": PWN + message,
+                  "details": {"last_error": {"type": PWN + kind}}},
+        "fields": fields,
+    })  # fmt: skip
+    page = {"entries": [entry], "total": 1, "stream": "s", "next": None}
+    common = {"request": _Request(), "csrf": "", "signed_in": False, "stream_in": "s"}
+    listing = console.templates.get_template("dead_letters.html").render(
+        **common, title="t", page=page, query={}, actions=[PWN]
+    )
+    entry["fields"] = _shown_fields(entry["fields"])
+    one = console.templates.get_template("dead_letter.html").render(
+        **common, title=PWN, entry=entry, ref=PWN
+    )
+    for html in (listing, one):
+        assert PWN not in html
