@@ -90,6 +90,8 @@ def test_loopback_reads_are_open_and_writes_need_the_token(
     signed = client.sign_in(console.token)
     assert signed.status == 303 and signed.headers["location"] == "/"
     cookie = signed.headers["set-cookie"]
+    # Named per port: two consoles on one host keep their own sessions.
+    assert cookie.startswith(f"corec_console_{console.url.rstrip('/').rsplit(':', 1)[1]}=")
     assert "HttpOnly" in cookie and "SameSite=strict" in cookie.replace("Strict", "strict")
     assert console.token not in cookie
     # Signed in, without the page's CSRF value: refused.

@@ -89,7 +89,7 @@ class Console:
     def render(
         self, request: Request, name: str, status: int = 200, **context: Any
     ) -> HTMLResponse:
-        signed_in = self.auth.signed_in(request.cookies.get(COOKIE), None)
+        signed_in = self.auth.signed_in(request.cookies.get(cookie_name(request)), None)
         page = self.templates.get_template(name).render(
             request=request,
             csrf=self.auth.csrf if signed_in else "",
@@ -146,6 +146,12 @@ class SecurityHeaders:
         await self.app(scope, receive, with_headers)
 
 
+def cookie_name(request: Request) -> str:
+    """The session cookie's name, with the port: browsers keep cookies per host, not per
+    port, so two consoles on one host would otherwise sign each other out."""
+    return f"{COOKIE}_{request.url.port or (443 if request.url.scheme == 'https' else 80)}"
+
+
 def own_origin(request: Request) -> str:
     return f"{request.url.scheme}://{request.headers.get('host', '')}"
 
@@ -158,7 +164,10 @@ def guarded(console: Console, handler: Handler, *, write: bool = False) -> Handl
         token = request.query_params.get("token")
         if token is not None and not write:
             return _sign_in(request, auth, token)
-        cookie, authorization = request.cookies.get(COOKIE), request.headers.get("authorization")
+        cookie, authorization = (
+            request.cookies.get(cookie_name(request)),
+            request.headers.get("authorization"),
+        )
         if auth.open_reads and not is_loopback(request.url.hostname or ""):
             # DNS rebinding: a site whose name now points at 127.0.0.1 must not read the pages
             # that a loopback console leaves open. The browser sends that name as the Host.
@@ -194,7 +203,7 @@ def _sign_in(request: Request, auth: Auth, token: str) -> Response:
     target = request.url.path + (f"?{urlencode(rest)}" if rest else "")
     response = RedirectResponse(target, status_code=303)
     response.set_cookie(
-        COOKIE, auth.session, httponly=True, samesite="strict", path="/",
+        cookie_name(request), auth.session, httponly=True, samesite="strict", path="/",
         secure=request.url.scheme == "https",
     )  # fmt: skip
     return response

@@ -27,7 +27,7 @@ import ipaddress
 import secrets
 from dataclasses import dataclass, field
 
-#: The session cookie's name.
+#: The session cookie's name, before ``_<port>`` (browsers keep cookies per host, not port).
 COOKIE = "corec_console"
 #: The header a state-changing request carries the page's CSRF value in.
 CSRF_HEADER = "x-csrf-token"
