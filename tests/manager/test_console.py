@@ -77,9 +77,9 @@ def test_loopback_reads_are_open_and_writes_need_the_token(
         assert "frame-ancestors 'none'" in page.headers["content-security-policy"]
         assert page.headers["referrer-policy"] == "no-referrer"
     # No session: refused, and the dead letter stays.
-    refused = client.post("/api/dlq/replay", {"refs": [ref]})
+    refused = client.post("/api/dlq/replay", {"ids": [ref]})
     assert refused.status == 403 and "sign in" in refused.json()["error"]["message"]
-    refused = client.post("/api/dlq/delete", {"refs": [ref]})
+    refused = client.post("/api/dlq/delete", {"ids": [ref]})
     assert refused.status == 403
     refused = client.post("/api/send", {"action": "echo", "params": {"n": 1}})
     assert refused.status == 403
@@ -95,19 +95,19 @@ def test_loopback_reads_are_open_and_writes_need_the_token(
     assert "HttpOnly" in cookie and "SameSite=strict" in cookie.replace("Strict", "strict")
     assert console.token not in cookie
     # Signed in, without the page's CSRF value: refused.
-    refused = client.post("/api/dlq/replay", {"refs": [ref]})
+    refused = client.post("/api/dlq/replay", {"ids": [ref]})
     assert refused.status == 403 and "CSRF" in refused.json()["error"]["message"]
     csrf = client.csrf()
     # With it, from another site (the browser sends Origin): refused.
-    evil = client.post("/api/dlq/replay", {"refs": [ref]},
+    evil = client.post("/api/dlq/replay", {"ids": [ref]},
                        headers={"X-CSRF-Token": csrf, "Origin": "http://evil.example"})  # fmt: skip
     assert evil.status == 403 and "cross-site" in evil.json()["error"]["message"]
     assert r.xlen(corec_streams["dead_letter_stream"]) == 1
-    done = client.post("/api/dlq/replay", {"refs": [ref]},
+    done = client.post("/api/dlq/replay", {"ids": [ref]},
                        headers={"X-CSRF-Token": csrf, "Origin": console.origin})  # fmt: skip
     assert done.status == 200, done.text
     (replayed,) = done.json()["replayed"]
-    assert (replayed["ref"], replayed["key"]) == (ref, "k1")
+    assert replayed["ref"] == ref  # the page knows its row's command id by this ref
     assert r.xlen(corec_streams["dead_letter_stream"]) == 0
     assert r.xlen(corec_streams["stream_in"]) == 1
     # DNS rebinding: another name pointed at 127.0.0.1 reads nothing, even on open pages.
@@ -154,9 +154,9 @@ def test_with_a_token_every_page_needs_it(env: dict[str, str], r: syncredis.Redi
         bearer = {"Authorization": f"Bearer {token}"}
         assert client.get("/api/overview", headers=bearer).status == 200
         ref = dead_letter(r, corec_streams)
-        assert client.post("/api/dlq/delete", {"refs": [ref]},
+        assert client.post("/api/dlq/delete", {"ids": [ref]},
                            headers={"Authorization": "Bearer wrong"}).status == 403  # fmt: skip
-        gone = client.post("/api/dlq/delete", {"refs": [ref]}, headers=bearer)
+        gone = client.post("/api/dlq/delete", {"ids": [ref]}, headers=bearer)
         assert gone.status == 200 and gone.json()["deleted"] == [ref]
         assert r.xlen(corec_streams["dead_letter_stream"]) == 0
     finally:
@@ -184,7 +184,7 @@ def test_send_and_result_through_the_api(console: Console, worker: Any) -> None:
         refused = client.post("/api/send", body, headers=headers)
         assert refused.status == 400 and "Traceback" not in refused.text, body
     assert client.post("/api/dlq/replay", {}, headers=headers).status == 400
-    assert client.post("/api/dlq/replay", {"refs": ["1-0"], "all": True},
+    assert client.post("/api/dlq/replay", {"ids": ["1-0"], "all": True},
                        headers=headers).status == 400  # fmt: skip
 
 
@@ -217,7 +217,7 @@ def test_dead_letters_are_filtered_inspected_and_deleted(
     assert console.token is not None
     client.sign_in(console.token)
     headers = {"X-CSRF-Token": client.csrf()}
-    gone = client.post("/api/dlq/delete", {"refs": [*refs[:2], "1-1"]}, headers=headers)
+    gone = client.post("/api/dlq/delete", {"ids": [*refs[:2], "1-1"]}, headers=headers)
     assert gone.json()["deleted"] == refs[:2] and gone.json()["missing"] == ["1-1"]
     every = client.post("/api/dlq/delete", {"all": True}, headers=headers)
     assert every.json()["count"] == 3  # all those present when it started
@@ -316,7 +316,7 @@ def test_partitions_are_counted_and_replayed_by_ref(
         assert [ref.split("/")[0] for ref in refs] == ["1", "2", "2"]
         assert running.token is not None
         client.sign_in(running.token)
-        done = client.post("/api/dlq/replay", {"refs": [refs[2]]},
+        done = client.post("/api/dlq/replay", {"ids": [refs[2]]},
                            headers={"X-CSRF-Token": client.csrf()})  # fmt: skip
         (replayed,) = done.json()["replayed"]
         assert replayed["ref"] == refs[2] and replayed["stream_in"] == sets[2].stream_in

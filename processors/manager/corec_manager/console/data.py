@@ -60,7 +60,11 @@ async def workers(kernel: Any, sampler: Sampler) -> list[dict[str, Any]]:
     """
     api = _api()
     report = await api.group_consumers(kernel)
-    figures = {w["consumer"]: w for w in (await api.worker_figures(kernel))["workers"]}
+    # The figures the console read last (at most a second old); read now only before the first.
+    if sampler.samples:
+        figures = sampler.samples[-1].workers
+    else:
+        figures = {w["consumer"]: w for w in (await api.worker_figures(kernel))["workers"]}
     now = time.time()
     rows: dict[str, dict[str, Any]] = {}
     for consumer in report["consumers"]:

@@ -9,11 +9,13 @@ from __future__ import annotations
 import functools
 from collections.abc import Awaitable, Callable
 from datetime import datetime, timezone
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, TypeVar
 
+from pydantic import BaseModel, ValidationError
 from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 
+from ..operations import DlqDeleteParams, DlqReplayParams
 from . import data
 from .forms import form_fields
 
@@ -172,20 +174,16 @@ def api(console: Console) -> list[tuple[str, str, Handler]]:
         return JSONResponse({"id": key, "result": found})
 
     async def replay(request: Request) -> Response:
-        body = await _body(request)
-        refs, everything = _refs(body)
-        outcome = await _replay(console, refs, everything)
+        params = _params(DlqReplayParams, await _body(request), "dlq_replay")
+        outcome: dict[str, Any] = await _api().dlq_replay(
+            console.kernel, params.ids, all_entries=params.all, keep=params.keep
+        )
+        _name_refs(console.kernel, outcome["replayed"])
         return JSONResponse(outcome)
 
     async def delete(request: Request) -> Response:
-        body = await _body(request)
-        refs, everything = _refs(body)
-        kernel = console.kernel
-        if everything:
-            bound = await _api().dlq_bound(kernel)
-            outcome = await _api().dlq_delete(kernel, [], all_entries=True, until=bound["until"])
-        else:
-            outcome = await _api().dlq_delete(kernel, refs)
+        params = _params(DlqDeleteParams, await _body(request), "dlq_delete")
+        outcome = await _api().dlq_delete(console.kernel, params.ids, all_entries=params.all)
         return JSONResponse(outcome)
 
     async def overview(request: Request) -> Response:
@@ -198,45 +196,23 @@ def api(console: Console) -> list[tuple[str, str, Handler]]:
     ]  # fmt: skip
 
 
-def _refs(body: dict[str, Any]) -> tuple[list[str], bool]:
-    refs, everything = body.get("refs", []), body.get("all") is True
-    if not isinstance(refs, list) or not all(isinstance(r, str) for r in refs):
-        raise ValueError("`refs` must be a list of dead-letter refs")
-    if not refs and not everything:
-        raise ValueError("give `refs` (dead-letter refs) or `all: true`")
-    if refs and everything:
-        raise ValueError("give either `refs` or `all`, not both")
-    return refs, everything
+P = TypeVar("P", bound=BaseModel)
 
 
-async def _replay(console: Console, refs: list[str], everything: bool) -> dict[str, Any]:
-    """Replay dead letters; each replayed one carries its command ``key``, so the page can
-    wait for the worker's answer."""
-    kernel = console.kernel
-    api = _api()
-    found: dict[tuple[str, str], tuple[str, str | None]] = {}  # (stream, id) -> (ref, key)
-    for ref in refs[:200]:  # the page shows the answers of the first ones
-        entry = await data.dead_letter(kernel, ref)
-        if entry is not None:
-            found[entry["stream"], entry["entry_id"]] = (ref, entry["key"])
-    if everything:
-        bound = await api.dlq_bound(kernel)
-        outcome: dict[str, Any] = await api.dlq_replay(
-            kernel, [], all_entries=True, until=bound["until"]
-        )
-    else:
-        outcome = await api.dlq_replay(kernel, refs)
-    for done in outcome["replayed"]:
-        dead_stream = _dead_stream_of(kernel, done["stream_in"])
-        done["ref"], done["key"] = found.get(
-            (dead_stream, done["dead_entry_id"]), (done["dead_entry_id"], None)
-        )
-    return outcome
+def _params(model: type[P], body: dict[str, Any], action: str) -> P:
+    """The request body checked as the manager's ``action`` checks its params (``ids`` or
+    ``all``): the same rules and messages, an ``invalid_params`` error (400) otherwise."""
+    try:
+        return model.model_validate(body)
+    except ValidationError as exc:
+        raise _api().invalid_params(exc, action) from None
 
 
-def _dead_stream_of(kernel: Any, stream_in: str) -> str:
-    """The dead-letter stream of the partition whose input is ``stream_in``."""
-    for streams in _api().stream_sets(kernel.settings.kernel):
-        if streams.stream_in == stream_in:
-            return str(streams.dead_letter_stream)
-    return ""
+def _name_refs(kernel: Any, replayed: list[dict[str, Any]]) -> None:
+    """Give each replayed dead letter its ``ref`` (``PARTITION/ID`` with partitions), as the
+    page names its rows: the page finds the command ids there, to wait for the answers."""
+    sets = _api().stream_sets(kernel.settings.kernel)
+    index = {streams.stream_in: streams.index for streams in sets}
+    for done in replayed:
+        entry_id = done["dead_entry_id"]
+        done["ref"] = f"{index[done['stream_in']]}/{entry_id}" if len(sets) > 1 else entry_id

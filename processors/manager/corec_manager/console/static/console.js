@@ -133,9 +133,23 @@ function selectedBoxes() {
   return [...document.querySelectorAll('input[name="ref"]:checked')];
 }
 
+// The command id of each dead letter the page shows, by ref (the rows' and buttons' data-key).
+function keysByRef() {
+  const keys = {};
+  for (const element of document.querySelectorAll("[data-ref][data-key]")) {
+    if (element.dataset.key) keys[element.dataset.ref] = element.dataset.key;
+  }
+  for (const box of document.querySelectorAll('input[name="ref"][data-key]')) {
+    if (box.dataset.key) keys[box.value] = box.dataset.key;
+  }
+  return keys;
+}
+
 async function showAnswers(replayed) {
   const list = document.getElementById("answers");
+  const keys = keysByRef();
   for (const done of replayed.slice(0, 50)) {
+    done.key = keys[done.ref];
     if (!done.key) continue;
     const item = document.createElement("li");
     item.dataset.key = done.key;
@@ -171,8 +185,8 @@ async function deadLetterOp(kind, body, confirmText) {
     const answer = await post(`/api/dlq/${kind}`, body);
     if (kind === "replay") {
       outcome.textContent = `replayed ${answer.replayed.length} onto ${answer.stream_in}`;
-      removeRows(answer.replayed.map((d) => d.ref || d.dead_entry_id));
       await showAnswers(answer.replayed);
+      removeRows(answer.replayed.map((d) => d.ref));
     } else {
       outcome.textContent = `deleted ${answer.count} from ${answer.stream}`;
       // `all` deletes every entry up to the newest present when it started: all rows shown.
@@ -199,21 +213,21 @@ function startDeadLetters() {
   });
   on("replay-selected", () => {
     const refs = selectedBoxes().map((box) => box.value);
-    if (refs.length) deadLetterOp("replay", { refs });
+    if (refs.length) deadLetterOp("replay", { ids: refs });
   });
   on("replay-all", (event) => deadLetterOp("replay", { all: true },
     `Replay all ${event.target.dataset.total} dead letters (those present now)?`));
   on("delete-selected", () => {
     const refs = selectedBoxes().map((box) => box.value);
-    if (refs.length) deadLetterOp("delete", { refs }, `Delete ${refs.length} dead letters? This cannot be undone.`);
+    if (refs.length) deadLetterOp("delete", { ids: refs }, `Delete ${refs.length} dead letters? This cannot be undone.`);
   });
   on("delete-all", (event) => deadLetterOp("delete", { all: true },
     `Delete all ${event.target.dataset.total} dead letters? This cannot be undone.`));
   for (const button of document.querySelectorAll(".replay-one")) {
-    button.addEventListener("click", () => deadLetterOp("replay", { refs: [button.dataset.ref] }));
+    button.addEventListener("click", () => deadLetterOp("replay", { ids: [button.dataset.ref] }));
   }
   for (const button of document.querySelectorAll(".delete-one")) {
-    button.addEventListener("click", () => deadLetterOp("delete", { refs: [button.dataset.ref] },
+    button.addEventListener("click", () => deadLetterOp("delete", { ids: [button.dataset.ref] },
       `Delete dead letter ${button.dataset.ref}? This cannot be undone.`));
   }
 }
