@@ -185,9 +185,36 @@ class Committing(WorkerState):
                 if self._give_up():
                     return False
                 await self._backoff(attempt, "committing results", exc)
+                acked = await self._unsettled(acked)
+                if not acked:
+                    return True
         if failed:
             await self._undeliverable(failed)
         return True
+
+    async def _unsettled(self, acked: list[Entry]) -> list[Entry]:
+        """After a commit that failed with no answer: the entries it has not acknowledged.
+
+        The connection may drop after the server ran the transaction but before its reply
+        came back (a master killed mid-reply, whose replica got the transaction and took its
+        place). Sending it again would answer those commands twice; an entry the group no
+        longer lists as pending was acknowledged, by that same transaction, with its result.
+        If Redis cannot tell, all are sent again (at-least-once, as ever).
+        """
+        layout = self.layout
+        try:
+            pipe = self.redis.pipeline(transaction=False)
+            for entry in acked:
+                pipe.xpending_range(layout.stream, layout.group, entry.entry_id, entry.entry_id, 1)
+            replies = await pipe.execute(raise_on_error=False)
+        except TRANSIENT_REDIS:
+            return acked
+        unsettled = [e for e, r in zip(acked, replies, strict=True) if not isinstance(r, list) or r]
+        if len(unsettled) < len(acked):
+            log.warning("%d of %d entries were committed before the connection dropped; "
+                        "not sending their results again", len(acked) - len(unsettled),
+                        len(acked))  # fmt: skip
+        return unsettled
 
     async def _write_records(self, acked: list[Entry]) -> bool:
         """Write the batch's records; False when shutdown cut the wait for the database short.

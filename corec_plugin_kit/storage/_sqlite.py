@@ -81,7 +81,7 @@ class SQLiteStore(SQLStore[aiosqlite.Connection]):
             raise self._unavailable(exc) from exc
         try:
             await conn.execute(f"PRAGMA busy_timeout = {int(self.busy_timeout_s * 1000)}")
-            await conn.execute("PRAGMA journal_mode = WAL")
+            await self._enter_wal(conn)
             # FULL: a command is acknowledged only once its record is durable, power loss
             # included (NORMAL in WAL mode may lose the last commits on an OS crash).
             await conn.execute("PRAGMA synchronous = FULL")
@@ -89,6 +89,26 @@ class SQLiteStore(SQLStore[aiosqlite.Connection]):
             await conn.close()
             raise self._unavailable(exc) from exc
         return conn
+
+    async def _enter_wal(self, conn: aiosqlite.Connection) -> None:
+        """``PRAGMA journal_mode = WAL``, retried while another process holds the file.
+
+        On a new file, processes starting together race to switch it to WAL; SQLite answers
+        the losers "database is locked" at once, without waiting ``busy_timeout``. So wait
+        here, up to the same bound.
+        """
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + self.busy_timeout_s
+        pause = 0.005
+        while True:
+            try:
+                await conn.execute("PRAGMA journal_mode = WAL")
+                return
+            except sqlite3.OperationalError as exc:
+                if "locked" not in str(exc).lower() or loop.time() + pause > deadline:
+                    raise
+            await asyncio.sleep(pause)
+            pause = min(pause * 2, 0.1)
 
     @asynccontextmanager
     async def _reading(self) -> AsyncIterator[aiosqlite.Connection]:

@@ -58,3 +58,31 @@ def test_processes_starting_together_on_a_new_file_all_write(tmp_path: Path, rou
     with contextlib.closing(sqlite3.connect(path)) as conn:  # `with conn` alone does not close
         (count,) = conn.execute("SELECT count(*) FROM corec_commands").fetchone()
     assert count == 8 * 20 * 25
+
+
+async def test_a_store_waits_for_a_write_lock_held_while_it_switches_to_wal(
+    tmp_path: Path,
+) -> None:
+    """SQLite answers ``PRAGMA journal_mode = WAL`` "database is locked" at once, without
+    waiting ``busy_timeout``, while another process holds a write lock on a file not yet in
+    WAL mode: what a worker starting beside others on a new file meets. It must wait."""
+    import threading
+
+    from corec_plugin_kit.storage import SQLiteStore
+
+    path = tmp_path / "corec.db"
+    other = sqlite3.connect(path, isolation_level=None, check_same_thread=False)
+    other.execute("CREATE TABLE elsewhere (a)")
+    other.execute("BEGIN IMMEDIATE")  # the lock a migrating worker holds
+    release = threading.Timer(0.5, lambda: other.execute("COMMIT"))
+    release.start()
+    store = SQLiteStore(path, busy_timeout_s=10)
+    try:
+        await store.open()
+        assert await store.find_ok(["k"]) == {}
+    finally:
+        await store.close()
+        release.join()
+        other.close()
+    with contextlib.closing(sqlite3.connect(path)) as conn:
+        assert conn.execute("PRAGMA journal_mode").fetchone() == ("wal",)
