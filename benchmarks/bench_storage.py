@@ -3,7 +3,7 @@
 Not a test: it prints a table. Workload: batches of 256 records (the runtime's default
 ``batch_size``) of realistic size (params ~100 B, result ~250 B of JSON), first as new keys
 (inserts), then the same keys again (the upsert path a redelivery takes). PostgreSQL is
-measured with each write method (unnest, executemany, COPY into a staging table); rounds are
+measured with each write method (json, unnest, executemany, COPY into a staging table); rounds are
 interleaved so that a noisy neighbour on a shared machine hurts every method alike; the median
 round of each is reported (and the best, for the ceiling). A second, paired measurement then
 alternates the PostgreSQL methods batch by batch, the fairest comparison on a busy machine.
@@ -113,7 +113,13 @@ async def one_round(
 
 
 async def main(args: argparse.Namespace) -> None:
-    scenarios = ["sqlite", "postgresql:unnest", "postgresql:executemany", "postgresql:copy"]
+    scenarios = [
+        "sqlite",
+        "postgresql:json",
+        "postgresql:unnest",
+        "postgresql:executemany",
+        "postgresql:copy",
+    ]
     if args.only:
         scenarios = [s for s in scenarios if any(s.startswith(o) for o in args.only.split(","))]
     seen: dict[str, list[tuple[float, float]]] = {}
@@ -159,7 +165,7 @@ async def paired(batches_n: int, size: int) -> None:
     Each method writes to its own fresh schema; per-batch times are compared by median and
     10th percentile (the p10 is the closest to the uncontended cost).
     """
-    methods = ["unnest", "copy", "executemany"]
+    methods = ["json", "unnest", "copy", "executemany"]
     stores: dict[str, tuple[PostgresStore, str]] = {}
     try:
         for method in methods:

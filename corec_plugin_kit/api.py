@@ -4,6 +4,9 @@ Processors import from ``corec_plugin_kit`` (hooks, errors, the handler context)
 module, never from the kit's other modules, whose layout may change between releases
 (``tests/kernel/test_public_surface.py`` enforces it for the processors shipped here).
 
+Of ``ctx.kernel`` itself a processor uses only what docs/writing-processors.md lists ("What a
+processor may use of the kernel"); the functions below give it the rest.
+
 Importing this module is as cheap as importing ``corec_plugin_kit``: the hook marker, the error
 types and the redaction helpers (``re`` and ``logging`` only) are imported here; everything else
 (the handler contexts and pydantic, the CLI helpers, the process pool, the stream operations and
@@ -14,7 +17,9 @@ Handlers
 CLI commands (``corec_cli``)
     ``pass_kernel``, ``get_state``, ``echo_json``, ``parse_params``
 Work off the event loop
-    ``ProcessPool``, ``WorkerDied``
+    ``run_in_thread``, ``run_in_process`` (the kernel's pools), ``ProcessPool``, ``WorkerDied``
+The kernel's processors and actions
+    ``processor_infos``, ``action_names``, ``describe_action``, ``describe_actions``
 Stream operations (what ``corec-kit manager`` and the manager's actions run)
     ``stream_stats``, ``group_consumers``, ``dlq_list``, ``dlq_bound``, ``dlq_replay``,
     ``dlq_delete``, ``published_breakers``, ``worker_figures``, ``send_command``,
@@ -27,7 +32,8 @@ Redaction
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, Any
+from collections.abc import Callable
+from typing import TYPE_CHECKING, Any, TypeVar
 
 from .errors import (
     ActionConflict,
@@ -67,6 +73,8 @@ if TYPE_CHECKING:
         worker_figures,
     )
     from .storage import open_store
+
+T = TypeVar("T")
 
 #: name -> the kit module that defines it, imported on first access.
 _LAZY = {
@@ -122,6 +130,46 @@ _LAZY = {
 }
 
 
+async def run_in_thread(kernel: Kernel, fn: Callable[..., T], /, *args: Any) -> T:
+    """Await the blocking ``fn(*args)`` in the kernel's thread pool, the one ``blocking=True``
+    handlers run in: its threads never keep a stopping worker alive, but a call in one cannot
+    be stopped (cancelling the awaiting task leaves it running)."""
+    import asyncio
+
+    return await asyncio.get_running_loop().run_in_executor(kernel.dispatcher.pool, fn, *args)
+
+
+async def run_in_process(kernel: Kernel, fn: Callable[..., T], /, *args: Any, **kwargs: Any) -> T:
+    """Await ``fn(*args, **kwargs)`` in the kernel's process pool (the one ``blocking="process"``
+    handlers run in): ``fn`` a module-level function, its arguments and result picklable;
+    cancelling the awaiting task (a timeout, the worker's shutdown) kills that worker process."""
+    return await kernel.dispatcher.run_in_process(fn, *args, **kwargs)
+
+
+def processor_infos(kernel: Kernel) -> list[dict[str, Any]]:
+    """Each processor the kernel found, as ``corec-kit list-processors --json`` shows it:
+    ``name``, ``distribution``, ``version``, ``status`` (``loaded``, ``failed``,
+    ``disabled``), ``reason``, ``actions``, ``module``."""
+    return [info.as_dict() for info in kernel.processors.infos.values()]
+
+
+def action_names(kernel: Kernel) -> list[str]:
+    """The names of the actions the kernel routes, sorted."""
+    return sorted(kernel.routing)
+
+
+def describe_action(kernel: Kernel, action: str) -> dict[str, Any] | None:
+    """What ``corec-kit describe ACTION`` prints (its processor, description, policy, the JSON
+    Schema of its params...); ``None`` when no such action is routed."""
+    spec = kernel.routing.get(action)
+    return spec.describe() if spec is not None else None
+
+
+def describe_actions(kernel: Kernel) -> dict[str, dict[str, Any]]:
+    """:func:`describe_action` of every routed action, by name."""
+    return {spec.action: spec.describe() for spec in kernel.routing.values()}
+
+
 def __getattr__(name: str) -> Any:
     module = _LAZY.get(name)
     if module is None:
@@ -154,7 +202,10 @@ __all__ = [
     "Unauthorized",
     "UnknownAction",
     "WorkerDied",
+    "action_names",
     "await_result",
+    "describe_action",
+    "describe_actions",
     "dlq_bound",
     "dlq_delete",
     "dlq_list",
@@ -167,9 +218,12 @@ __all__ = [
     "open_store",
     "parse_params",
     "pass_kernel",
+    "processor_infos",
     "published_breakers",
     "redact",
     "redact_data",
+    "run_in_process",
+    "run_in_thread",
     "send_command",
     "stream_sets",
     "stream_stats",

@@ -208,8 +208,10 @@ class StreamGone(CorecError):
 
 def exit_code_for(error_type: str) -> int:
     """The exit status of ``exec`` and ``send --wait`` for a result's ``error.type``: the
-    ``exit_code`` of the command-fault class that carries that type, else
-    :data:`EXIT_HANDLER_ERROR` (a handler's failure, a timeout, a dead letter)."""
+    ``exit_code`` of the class that carries that type among ``InvalidCommand``,
+    ``UnknownAction``, ``InvalidParams`` (the command faults) and ``Unauthorized`` (a refused
+    command, not a command fault), else :data:`EXIT_HANDLER_ERROR` (a handler's failure, a
+    rate limit, a timeout, a dead letter)."""
     return _FAULT_EXIT.get(error_type, EXIT_HANDLER_ERROR)
 
 

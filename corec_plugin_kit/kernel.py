@@ -42,6 +42,11 @@ class RuntimeView(Protocol):
         """Each processor's circuit breaker state: ``closed``, ``open`` or ``half_open``."""
         ...
 
+    def breaker_figures(self) -> dict[str, dict[str, Any]]:
+        """Each processor's circuit breaker as workers publish it, sorted by processor:
+        ``{processor: {"state", "failures"}}`` (``failures``: consecutive transient ones)."""
+        ...
+
     def counts(self) -> dict[str, int]:
         """The counts of this run (processed, ok, errors, retried, dead-lettered...)."""
         ...
@@ -77,9 +82,12 @@ def manager_for(
 class Kernel:
     """One configured kernel. Handlers reach it as ``ctx.kernel``.
 
-    Attributes processors may use: ``settings`` (``settings.kernel`` is the kernel section),
-    ``processors`` (the :class:`ProcessorManager`), ``routing``, ``dispatcher``, and, when the
-    stream runtime runs, ``redis`` (a ``redis.asyncio.Redis``) and ``store`` (the record store).
+    Attributes processors may use (docs/writing-processors.md, "What a processor may use of
+    the kernel"): ``settings`` (``settings.kernel`` is the kernel section),
+    ``processor_config(name)``, ``execute``, and, when the stream runtime runs, ``redis`` (a
+    ``redis.asyncio.Redis``) and ``store`` (the record store). What they need of
+    ``processors``, ``routing`` and ``dispatcher`` they get from ``corec_plugin_kit.api``
+    (``processor_infos``, ``describe_actions``, ``run_in_thread``...).
     """
 
     def __init__(self, settings: Settings, processors: ProcessorManager) -> None:

@@ -1,4 +1,5 @@
-"""Helpers every test folder imports: polling a condition to a deadline, is a process alive.
+"""Helpers every test folder imports: polling a condition to a deadline, is a process alive,
+a free TCP port.
 
 A uniquely named module (not conftest.py): ``tests/`` is on ``sys.path`` because the root
 conftest lives there, so ``from shared_helpers import ...`` works from any test folder.
@@ -13,6 +14,7 @@ from __future__ import annotations
 import asyncio
 import inspect
 import os
+import socket
 import time
 from collections.abc import Awaitable, Callable
 from pathlib import Path
@@ -72,3 +74,10 @@ def pid_alive(pid: int, *, zombie_alive: bool = True) -> bool:
 def proc_stat(pid: int) -> list[str]:
     """The fields of ``/proc/<pid>/stat`` after the command name: state, parent pid, ..."""
     return Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+
+
+def free_port() -> int:
+    """A TCP port nothing listens on right now (for throwaway servers, or a closed port)."""
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])

@@ -10,7 +10,8 @@ One module per concern, dependencies one way (``docs/architecture.md``):
 * one module per command group, each importing ``state`` (``completion`` also ``core``), none
   imported by ``core`` except through ``LAZY_COMMANDS``: :mod:`.processors` (``list-processors``,
   ``actions``, ``describe``, ``exec``), :mod:`.check`, :mod:`.completion`, :mod:`.run` (``run``,
-  ``send``), :mod:`.history`.
+  ``send``, ``streams``), :mod:`.asyncapi`, :mod:`.history`. (``corec``, the CoreC install
+  command, is ``corec_plugin_kit.corec_install``'s, mounted the same way.)
 
 This package imports ``state`` and ``core`` only, so ``corec-kit --help`` and shell completion
 stay cheap. The names below are what the rest of the kit (``api``, ``testing``, ``__main__``)

@@ -77,12 +77,6 @@ class CircuitBreaker:
             return True
         return False
 
-    def retry_in(self) -> float:
-        """Seconds until an open breaker lets a probe in (0 when it would now)."""
-        if self.state != OPEN:
-            return 0.0
-        return max(0.0, self.reset_timeout - (self._clock() - self._opened_at))
-
     def success(self) -> None:
         self.failures = 0
         self._probing = False

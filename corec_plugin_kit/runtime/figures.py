@@ -33,7 +33,7 @@ from redis.exceptions import ResponseError
 
 from .. import __version__
 from ..envelopes import as_text as _s
-from . import metrics, published
+from . import metrics
 
 if TYPE_CHECKING:
     from ..config import KernelConfig
@@ -79,7 +79,7 @@ def actions() -> dict[str, dict[str, Any]]:
 
 def snapshot(kernel: Kernel, consumer: str, breakers: dict[str, dict[str, Any]]) -> dict[str, Any]:
     """This process's figures, as its worker ``consumer`` publishes them (``breakers`` as
-    :func:`.published.snapshot` gives them)."""
+    :func:`.published.snapshot` and ``RuntimeView.breaker_figures`` give them)."""
     by_action = actions()
     processed = sum(sum(a["outcomes"].values()) for a in by_action.values())
     loaded = {
@@ -109,15 +109,7 @@ def runtime_snapshot(kernel: Kernel) -> dict[str, Any] | None:
     runtime = kernel.runtime
     if runtime is None:
         return None
-    breakers = getattr(runtime, "breakers", None)  # a Worker's or WorkerSet's shared breakers
-    if isinstance(breakers, dict):
-        states = published.snapshot(breakers)
-    else:
-        states = {
-            name: {"state": state, "failures": 0}
-            for name, state in sorted(runtime.breaker_states().items())
-        }
-    return snapshot(kernel, runtime.consumer, states)
+    return snapshot(kernel, runtime.consumer, runtime.breaker_figures())
 
 
 async def publish(redis: Any, key: str, figures: dict[str, Any]) -> None:

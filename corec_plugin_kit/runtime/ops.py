@@ -20,14 +20,16 @@ import orjson
 
 from ..envelopes import DEAD_LETTER_FIELDS
 from ..envelopes import as_text as _s
-from ..errors import InvalidParams
+from ..errors import InvalidParams, RedisUnavailable
 from ..partitions import StreamSet, stream_sets, streams_for
 from . import figures
 from .connection import RedisHandle, kernel_redis
 from .published import breakers_key, merged, read
 
 if TYPE_CHECKING:
+    from ..config import KernelConfig
     from ..kernel import Kernel
+    from ..tracing import SendSpan
 
 
 async def send_command(
@@ -67,37 +69,58 @@ async def send_command(
     key = command_id or uuid.uuid4().hex
     streams = streams_for(cfg, key)
     reply = reply_to or streams.stream_out
-    sending = None
-    if not flat and "opentelemetry.trace" in sys.modules:  # this process traces
-        from ..tracing import SendSpan
-
-        sending = SendSpan(cfg, action, key, meta)
+    sending = None if flat else _send_span(cfg, action, key, meta)
+    if sending is not None:
         meta = sending.meta
     fields = command_fields(action, params, key, reply_to, meta, flat=flat, codex=codex)
     from redis.exceptions import NoPermissionError
 
-    from ..errors import RedisUnavailable
-
     handle = RedisHandle(cfg)
     try:
         redis = await handle.connect()
-        entry_id = _s(await redis.xadd(streams.stream_in, fields))
-        if sending is not None:
-            sending.end(entry_id)
-        outcome: dict[str, Any] = {"id": key, "entry_id": entry_id, "stream": streams.stream_in}
+        outcome = await _xadd(redis, streams.stream_in, fields, key, sending)
         if wait is not None:
             await _wait(redis, cfg, outcome, reply, wait, on_sent, progress)
         return outcome
     except NoPermissionError as exc:
-        raise RedisUnavailable(
-            f"Redis refused this user: {exc}; a producer needs +xadd on stream_in and +xread "
-            "on its own reply stream (pass --reply-to): see docs/operations.md, "
-            "TLS and Redis users"
-        ) from None
+        raise _refused(exc) from None
     finally:
         if sending is not None:
             sending.end(error=sys.exc_info()[1])  # not sent (a no-op once it was)
         await handle.close()
+
+
+def _send_span(
+    cfg: KernelConfig, action: str, key: str, meta: Mapping[str, Any] | None
+) -> SendSpan | None:
+    """The "send" span of a command, when this process traces (OpenTelemetry loaded): its
+    ``meta`` is the command's, with the trace context. ``None`` otherwise (nothing imported)."""
+    if "opentelemetry.trace" not in sys.modules:
+        return None
+    from ..tracing import SendSpan
+
+    return SendSpan(cfg, action, key, meta)
+
+
+async def _xadd(
+    redis: Any, stream: str, fields: dict[Any, Any], key: str, sending: SendSpan | None
+) -> dict[str, Any]:
+    """XADD the command and end its span (if any) with the entry id: the outcome ``{"id",
+    "entry_id", "stream"}``."""
+    entry_id = _s(await redis.xadd(stream, fields))
+    if sending is not None:
+        sending.end(entry_id)
+    return {"id": key, "entry_id": entry_id, "stream": stream}
+
+
+def _refused(exc: Exception) -> RedisUnavailable:
+    """Redis refused this user a command of ``send``: RedisUnavailable, naming what a producer
+    needs."""
+    return RedisUnavailable(
+        f"Redis refused this user: {exc}; a producer needs +xadd on stream_in and +xread "
+        "on its own reply stream (pass --reply-to): see docs/operations.md, "
+        "TLS and Redis users"
+    )
 
 
 def command_fields(

@@ -20,6 +20,7 @@ from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
 from ..partitions import stream_sets
+from . import published
 from .breaker import CircuitBreaker
 from .state import AckBudget, WorkerStats
 from .worker import Worker, schedule_reload, signal_handlers
@@ -65,6 +66,9 @@ class WorkerSet:
 
     def breaker_states(self) -> dict[str, str]:
         return {name: breaker.current() for name, breaker in self.breakers.items()}
+
+    def breaker_figures(self) -> dict[str, dict[str, Any]]:
+        return published.snapshot(self.breakers)
 
     def counts(self) -> dict[str, int]:
         return self._sum().as_dict()

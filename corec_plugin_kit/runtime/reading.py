@@ -22,7 +22,7 @@ from ..errors import DatabaseUnavailable, StreamGone
 from . import metrics
 from .policy import parse_entry
 from .state import Entry, WorkerState
-from .transport import TRANSIENT_REDIS
+from .transport import TRANSIENT_REDIS, read_group
 
 log = logging.getLogger("corec_plugin_kit.worker")
 
@@ -67,6 +67,12 @@ class Reading(WorkerState):
                 continue
             if fields is None:
                 continue
+            if isinstance(fields, list):  # as read_group gives them: [field, value, ...]
+                fields = (
+                    {fields[0]: fields[1]}
+                    if len(fields) == 2
+                    else dict(zip(fields[::2], fields[1::2], strict=False))
+                )
             entry = Entry(eid, fields, (deliveries or {}).get(eid, 1))
             taken += 1
             if self._parse(entry):
@@ -184,12 +190,9 @@ class Reading(WorkerState):
 
     async def _read(self, last_id: str, block: int | None) -> list[Any]:
         room = self._room_left()
-        resp = await self.redis.xreadgroup(
-            self.group, self.consumer, {self.stream: last_id}, count=room, block=block
+        return await read_group(
+            self.redis, self.group, self.consumer, self.stream, last_id, room, block
         )
-        if not resp:
-            return []
-        return list(resp[0][1])
 
     async def _delivery_counts(self, ids: list[str]) -> dict[str, int]:
         if not ids:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import gc
 import logging
 import os
 from pathlib import Path
@@ -145,6 +146,7 @@ async def run_worker(
             )
             kernel.runtime = worker
             _log_startup(kernel, handle, worker, supervised=metrics_snapshot is not None)
+            _settle_heap()
             if metrics_snapshot is not None:
                 snapshots = asyncio.ensure_future(_write_snapshots(metrics_snapshot, worker))
             stats = await worker.run(install_signals=install_signals)
@@ -155,6 +157,13 @@ async def run_worker(
         if snapshots is not None:
             snapshots.cancel()
         await _release(kernel, server, store, handle)
+
+
+def _settle_heap() -> None:
+    """Before the first read: what start-up made (modules, processors, settings) lives as long
+    as the worker, so move it out of the garbage collector's sight (:func:`gc.freeze`)."""
+    gc.collect()
+    gc.freeze()
 
 
 async def _release(kernel: Kernel, server: Any, store: Any, handle: RedisHandle) -> None:

@@ -1,21 +1,24 @@
-"""The worker's raw Redis transport: one MULTI ... EXEC packed in one buffer.
+"""The worker's raw Redis transport: its XREADGROUP, and one MULTI ... EXEC per batch packed
+in one buffer, replies parsed by hiredis.
 
 The only module that touches redis-py's internals (a pooled connection's ``_parser``, a
 cluster node's connections): redis-py's pipeline packs each argument in Python, which was a
-third of the stream loop's time.
+third of the stream loop's time, and its ``xreadgroup`` builds a dict per entry in Python.
 """
 
 from __future__ import annotations
 
 import contextlib
-from collections.abc import Callable
-from typing import Any
+from collections.abc import Awaitable, Callable
+from typing import Any, TypeVar
 
 from redis.exceptions import AskError, ClusterDownError, ResponseError, TryAgainError
 from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import TimeoutError as RedisTimeoutError
 
 from .compat import timeout_ctx
+
+T = TypeVar("T")
 
 #: Redis failures that may pass (a restart, a network blip): retried with backoff.
 TRANSIENT_REDIS = (RedisConnectionError, RedisTimeoutError, ConnectionError, OSError)
@@ -75,17 +78,74 @@ async def send_transaction(
     """
     if wait is not None:
         commands = [*commands, ("WAIT", *wait)]
+    waited = wait is not None
+    return await _on_connection(
+        redis, commands[1][1], lambda conn: _transaction(conn, commands, waited=waited)
+    )
+
+
+async def read_group(
+    redis: Any,
+    group: str,
+    consumer: str,
+    stream: str,
+    last_id: str,
+    count: int,
+    block: int | None,
+) -> list[Any]:
+    """``XREADGROUP GROUP group consumer COUNT count [BLOCK block] STREAMS stream last_id``,
+    packed and parsed by hiredis: the entries as ``[id, [field, value, ...]]`` (bytes; the
+    fields ``None`` for an entry deleted since it was delivered), ``[]`` when there are none.
+
+    redis-py's ``xreadgroup`` turns every entry's fields into a dict in Python, which was the
+    read path's largest cost. Errors as :func:`send_transaction`: an error reply (NOGROUP) is
+    raised as :class:`ResponseError`, a failed connection as a transient error.
+    """
+    command: tuple[Any, ...] = ("XREADGROUP", "GROUP", group, consumer, "COUNT", count)
+    if block is not None:
+        command += ("BLOCK", block)
+    command += ("STREAMS", stream, last_id)
+    limit = REPLY_TIMEOUT_S + (block or 0) / 1000
+    reply = await _on_connection(redis, stream, lambda conn: _request(conn, command, limit))
+    if not reply:
+        return []
+    if isinstance(reply, dict):  # RESP3: {stream: entries}
+        return list(next(iter(reply.values())))
+    return list(reply[0][1])
+
+
+async def _request(conn: Any, command: tuple[Any, ...], limit: float) -> Any:
+    parser = getattr(conn, "_parser", None)
+    read = getattr(parser, "read_response", None) or conn.read_response
+    try:
+        await conn.send_packed_command(pack(command), check_health=False)
+        async with timeout_ctx(limit):
+            reply = await read()
+    except BaseException:
+        await conn.disconnect()
+        raise
+    if isinstance(reply, Exception):
+        raise reply
+    return reply
+
+
+async def _on_connection(redis: Any, key: str, work: Callable[[Any], Awaitable[T]]) -> T:
+    """``work(connection)`` on a pooled connection to the server holding ``key``.
+
+    On a Redis Cluster client, the master of ``key``'s slot; a slot that moved meanwhile
+    refreshes the topology and raises :class:`SlotMovedError`, a transient error.
+    """
     if not is_cluster(redis):
         pool = redis.connection_pool
         conn = await pool.get_connection()
         try:
-            return await _transaction(conn, commands, waited=wait is not None)
+            return await work(conn)
         finally:
             await pool.release(conn)
-    node = redis.get_node_from_key(commands[1][1])
+    node = redis.get_node_from_key(key)
     conn = node.acquire_connection()
     try:
-        return await _transaction(conn, commands, waited=wait is not None)
+        return await work(conn)
     except ResponseError as exc:
         if not isinstance(exc, (AskError, ClusterDownError, TryAgainError)) and not str(
             exc

@@ -34,7 +34,7 @@ from redis.exceptions import ResponseError
 
 from ..envelopes import as_text as _s
 from ..partitions import StreamSet, stream_sets
-from . import metrics
+from . import metrics, published
 from .breaker import CircuitBreaker
 from .commit import CommitLayout, Committing
 from .handling import Handling
@@ -184,6 +184,11 @@ class Worker(Reading, Handling, Committing, Maintenance):
     def breaker_states(self) -> dict[str, str]:
         """Each processor's circuit breaker state (``kernel.runtime``'s view)."""
         return {name: breaker.current() for name, breaker in self.breakers.items()}
+
+    def breaker_figures(self) -> dict[str, dict[str, Any]]:
+        """Each processor's circuit breaker, state and failures, as it is published
+        (``kernel.runtime``'s view)."""
+        return published.snapshot(self.breakers)
 
     def counts(self) -> dict[str, int]:
         """The counts of this run so far."""

@@ -174,6 +174,17 @@ def dumps(value: Any) -> str | None:
     return text
 
 
+def dumps_batch(rows: list[tuple[Any, ...]]) -> str | None:
+    """JSON text of a batch of rows whose JSON columns are values (:func:`~._sql.json_row`),
+    encoded as :func:`dumps` encodes a field; ``None`` when a value needs :func:`dumps`'s own
+    care (a NUL character, an integer beyond 64 bits): then send the batch field by field."""
+    try:
+        text = orjson.dumps(rows, default=_default, option=orjson.OPT_NON_STR_KEYS)
+    except TypeError:
+        return None
+    return None if b"\\u0000" in text else text.decode()
+
+
 def loads(text: str | bytes | None) -> Any:
     """Inverse of :func:`dumps`."""
     if text is None:

@@ -1,10 +1,19 @@
-"""SQLite back-end (aiosqlite): the embedded default, one file under ``state_dir``.
+"""SQLite back-end: the embedded default, one file under ``state_dir``.
 
-One connection per store, in autocommit mode, with WAL so readers (``corec-kit history``, other
-workers) never block the writer. Every write is an explicit ``BEGIN IMMEDIATE`` transaction:
-taking the write lock up front makes a second process wait (``busy_timeout``) instead of failing
-with SQLITE_BUSY when it would upgrade a read lock. An asyncio lock keeps this store's own tasks
-from interleaving statements inside one another's transaction on the shared connection.
+One aiosqlite connection per store, in autocommit mode, with WAL so readers (``corec-kit
+history``, other workers) never block the writer. Every write on it is an explicit ``BEGIN
+IMMEDIATE`` transaction: taking the write lock up front makes a second process wait
+(``busy_timeout``) instead of failing with SQLITE_BUSY when it would upgrade a read lock. An
+asyncio lock keeps this store's own tasks from interleaving statements inside one another's
+transaction on the shared connection.
+
+The worker's two hot calls go around it, each to a thread of its own with its own connection
+(:class:`_Lane`): ``write_batch`` sends a whole batch as one statement (one JSON parameter,
+``json_each``), which is one transaction by itself and takes the write lock when it starts, as
+``BEGIN IMMEDIATE`` does; ``find_ok`` reads while a commit waits for fsync. One hop to the
+thread and one statement per batch: ``sqlite3`` gives the GIL back around every statement it
+steps, and beside a busy event loop each time it takes it back costs up to a switch interval
+(5 ms), so per-row statements crawled (measured in benchmarks/README.md).
 """
 
 from __future__ import annotations
@@ -13,17 +22,23 @@ import asyncio
 import contextlib
 import sqlite3
 from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
+from concurrent.futures import ThreadPoolExecutor
 from contextlib import asynccontextmanager
+from datetime import datetime
 from pathlib import Path
 from typing import Any, TypeVar, cast
 
 import aiosqlite
+import orjson
 
 from ..errors import DatabaseUnavailable
-from ._sql import SQLITE, Row
+from ._base import Record
+from ._sql import SQLITE
 from ._store import SQLStore
 
 T = TypeVar("T")
+
+_UPSERT_JSON = SQLITE.upsert_json()
 
 # Errors that mean "the database cannot be used right now", as opposed to a bug in a statement.
 _UNAVAILABLE = (
@@ -51,10 +66,10 @@ class SQLiteStore(SQLStore[aiosqlite.Connection]):
         self.busy_timeout_s = busy_timeout_s
         self._conn: aiosqlite.Connection | None = None
         self._lock = asyncio.Lock()
-        # A second connection for the worker's look-ups: in WAL mode it reads while the first
-        # one commits (and waits for fsync), so reading the next batch never queues behind it.
-        self._reader: aiosqlite.Connection | None = None
-        self._reader_lock = asyncio.Lock()
+        self._writer = _Lane(self, "corec-sqlite-writer")
+        # In WAL mode the look-ups read while the writer commits (and waits for fsync), so
+        # reading the next batch never queues behind a commit.
+        self._looker = _Lane(self, "corec-sqlite-lookup")
 
     # ------------------------------------------------------------------ connection
 
@@ -111,21 +126,6 @@ class SQLiteStore(SQLStore[aiosqlite.Connection]):
             pause = min(pause * 2, 0.1)
 
     @asynccontextmanager
-    async def _reading(self) -> AsyncIterator[aiosqlite.Connection]:
-        """The read connection (opened after the writer, so the schema exists); maps outages."""
-        async with self._reader_lock:
-            if self._reader is None:
-                async with self._lock:
-                    await self._connect()  # the writer first: it creates the file
-                self._reader = await self._new_connection()
-            try:
-                yield self._reader
-            except sqlite3.DatabaseError as exc:
-                if any(text in str(exc).lower() for text in _UNAVAILABLE):
-                    raise self._unavailable(exc) from exc
-                raise
-
-    @asynccontextmanager
     async def _using(self, *, write: bool) -> AsyncIterator[aiosqlite.Connection]:
         """The connection, inside a write transaction when ``write``; maps outages."""
         async with self._lock:
@@ -148,15 +148,8 @@ class SQLiteStore(SQLStore[aiosqlite.Connection]):
                 raise
 
     async def _run(
-        self,
-        work: Callable[[aiosqlite.Connection], Awaitable[T]],
-        *,
-        write: bool = False,
-        lookup: bool = False,
+        self, work: Callable[[aiosqlite.Connection], Awaitable[T]], *, write: bool = False
     ) -> T:
-        if lookup:
-            async with self._reading() as conn:
-                return await work(conn)
         async with self._using(write=write) as conn:
             return await work(conn)
 
@@ -176,8 +169,17 @@ class SQLiteStore(SQLStore[aiosqlite.Connection]):
         await cursor.close()
         return count
 
-    async def _write_rows(self, conn: aiosqlite.Connection, rows: list[Row]) -> None:
-        await conn.executemany(self.sql.upsert, rows)
+    async def _send(self, records: list[Record], now: datetime) -> None:
+        row = self.sql.row
+        # A value orjson cannot encode is refused content (a TypeError).
+        batch = orjson.dumps([row(record, now) for record in records])
+        await self._writer.run(lambda conn: conn.execute(_UPSERT_JSON, (batch,)).close())
+
+    async def _lookup(self, statements: list[tuple[str, Sequence[Any]]]) -> list[Any]:
+        def read(conn: sqlite3.Connection) -> list[Any]:
+            return [row for sql, args in statements for row in conn.execute(sql, args)]
+
+        return await self._looker.run(read)
 
     async def open(self) -> None:
         # BEGIN IMMEDIATE serialises workers that start together.
@@ -192,7 +194,70 @@ class SQLiteStore(SQLStore[aiosqlite.Connection]):
         return f"SQLite {sqlite3.sqlite_version}"
 
     async def close(self) -> None:
-        for conn in (self._reader, self._conn):
-            if conn is not None:
-                await conn.close()
-        self._reader = self._conn = None
+        await self._writer.close()
+        await self._looker.close()
+        if self._conn is not None:
+            await self._conn.close()
+        self._conn = None
+
+    def _connect_sync(self) -> sqlite3.Connection:
+        """A plain ``sqlite3`` connection for a :class:`_Lane` (its own thread uses it alone).
+
+        :meth:`open` has already made the file and put it in WAL mode, which the file keeps.
+        """
+        try:
+            conn = sqlite3.connect(
+                self.path, isolation_level=None, timeout=self.busy_timeout_s,
+                check_same_thread=False,
+            )  # fmt: skip
+        except (OSError, sqlite3.Error) as exc:
+            raise self._unavailable(exc) from exc
+        try:
+            conn.execute("PRAGMA synchronous = FULL")  # as the main connection: see there
+        except sqlite3.Error as exc:
+            conn.close()
+            raise self._unavailable(exc) from exc
+        return conn
+
+
+class _Lane:
+    """A thread of its own with its own ``sqlite3`` connection: one hop per call.
+
+    The connection is opened on first use and dropped after an outage (a locked, missing or
+    unreadable file...), so the next call opens a fresh one.
+    """
+
+    def __init__(self, store: SQLiteStore, name: str) -> None:
+        self.store = store
+        self.name = name
+        self._pool: ThreadPoolExecutor | None = None
+        self._conn: sqlite3.Connection | None = None
+
+    def _call(self, work: Callable[[sqlite3.Connection], T]) -> T:
+        """In the lane's thread."""
+        if self._conn is None:
+            self._conn = self.store._connect_sync()
+        try:
+            return work(self._conn)
+        except sqlite3.DatabaseError as exc:  # OperationalError is one
+            if any(text in str(exc).lower() for text in _UNAVAILABLE):
+                self._drop()
+                raise self.store._unavailable(exc) from exc
+            raise
+
+    def _drop(self) -> None:
+        conn, self._conn = self._conn, None
+        if conn is not None:
+            with contextlib.suppress(sqlite3.Error):
+                conn.close()
+
+    async def run(self, work: Callable[[sqlite3.Connection], T]) -> T:
+        if self._pool is None:
+            self._pool = ThreadPoolExecutor(1, thread_name_prefix=self.name)
+        return await asyncio.get_running_loop().run_in_executor(self._pool, self._call, work)
+
+    async def close(self) -> None:
+        pool, self._pool = self._pool, None
+        if pool is not None:
+            await asyncio.get_running_loop().run_in_executor(pool, self._drop)
+            pool.shutdown(wait=False)

@@ -1,8 +1,9 @@
 """The record operations of both SQL back-ends, once: :class:`SQLStore`.
 
-Every operation is written here against four primitives a back-end provides: run some work on
+Every operation is written here against the primitives a back-end provides: run some work on
 a connection (:meth:`SQLStore._run`, :meth:`SQLStore._bare`), fetch rows, execute a statement,
-and send a batch of rows (:meth:`SQLStore._write_rows`). The SQL text comes from the
+send a batch of records (:meth:`SQLStore._send`) and run the worker's look-up
+(:meth:`SQLStore._lookup`). The SQL text comes from the
 back-end's :class:`~._sql.Statements`; connections, transactions and the mapping of driver
 errors stay in the back-end modules.
 """
@@ -17,7 +18,7 @@ from typing import Any, ClassVar, Generic, TypeVar
 
 from ._base import Record, RecordStore, SchemaTooNew, coalesce, cutoff
 from ._schema import SCHEMA_VERSION, VERSION_TABLE
-from ._sql import Row, Statements
+from ._sql import Statements
 
 C = TypeVar("C")  # a back-end's connection
 T = TypeVar("T")
@@ -36,13 +37,10 @@ class SQLStore(RecordStore, Generic[C]):
     # ------------------------------------------------------------------ back-end primitives
 
     @abc.abstractmethod
-    async def _run(
-        self, work: Callable[[C], Awaitable[T]], *, write: bool = False, lookup: bool = False
-    ) -> T:
+    async def _run(self, work: Callable[[C], Awaitable[T]], *, write: bool = False) -> T:
         """``work(connection)`` on a usable schema, outages mapped to ``DatabaseUnavailable``.
 
-        ``write``: inside one write transaction; ``lookup``: the worker's record look-up, which
-        must not queue behind a commit.
+        ``write``: inside one write transaction.
         """
 
     @abc.abstractmethod
@@ -60,8 +58,14 @@ class SQLStore(RecordStore, Generic[C]):
         """Run ``sql``; the number of rows it changed."""
 
     @abc.abstractmethod
-    async def _write_rows(self, conn: C, rows: list[Row]) -> None:
-        """Upsert ``rows`` (one per key, :data:`~._schema.COLUMNS` order) all or nothing."""
+    async def _send(self, records: list[Record], now: datetime) -> None:
+        """Upsert ``records`` (one per key) all or nothing; ``now``: the default
+        ``created_at`` (rows in :data:`~._schema.COLUMNS` order: ``self.sql.row``)."""
+
+    @abc.abstractmethod
+    async def _lookup(self, statements: list[tuple[str, Sequence[Any]]]) -> list[Any]:
+        """The rows the worker's look-up ``statements`` select (it must not queue behind a
+        commit)."""
 
     # ------------------------------------------------------------------ schema
 
@@ -110,10 +114,7 @@ class SQLStore(RecordStore, Generic[C]):
     async def write_batch(self, records: Sequence[Record]) -> None:
         if not records:
             return
-        now = datetime.now(timezone.utc)
-        row = self.sql.row
-        rows = [row(record, now) for record in coalesce(records)]
-        await self._run(lambda conn: self._write_rows(conn, rows), write=True)
+        await self._send(coalesce(records), datetime.now(timezone.utc))
 
     async def _select(self, sql: str, args: Sequence[Any]) -> list[Record]:
         record = self.sql.record
@@ -126,17 +127,9 @@ class SQLStore(RecordStore, Generic[C]):
     async def find_ok(self, keys: Sequence[str]) -> dict[str, Record]:
         if not keys:
             return {}
-        statements = self.sql.find_ok(list(dict.fromkeys(keys)))
         record = self.sql.record
-
-        async def read(conn: C) -> dict[str, Record]:
-            out: dict[str, Record] = {}
-            for sql, args in statements:
-                for row in await self._fetch(conn, sql, args):
-                    out[row[0]] = record(row)
-            return out
-
-        return await self._run(read, lookup=True)
+        rows = await self._lookup(self.sql.find_ok(list(dict.fromkeys(keys))))
+        return {row[0]: record(row) for row in rows}
 
     async def query(
         self,

@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import json
 import os
-import socket
 import subprocess
 import sys
 import time
@@ -19,6 +18,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
+from shared_helpers import free_port
 
 REPO = Path(__file__).resolve().parents[2]
 
@@ -159,14 +159,8 @@ def test_exec_generates_below_the_configured_root(venv: Venv) -> None:
     assert not (venv.work / "up").exists()
 
 
-def _free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
-
-
 def test_fastapi_site_serves_health_under_uvicorn(venv: Venv) -> None:
-    port = _free_port()
+    port = free_port()
     server = subprocess.Popen(
         [
             str(venv.bin / "python"),

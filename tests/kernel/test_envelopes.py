@@ -394,3 +394,25 @@ def test_codex_response_of_a_failure() -> None:
         "result": None,
         "error": plain,
     }
+
+
+@given(
+    st.lists(
+        st.one_of(
+            st.sampled_from([b"-", b"[", b"{", b"}", b"]", b'"', b" ", b"a", b"\\u0000"]),
+            st.integers(min_value=0, max_value=10**25).map(lambda n: str(n).encode()),
+        ),
+        max_size=40,
+    ).map(b"".join)
+)
+def test_the_cheap_scan_never_misses_a_long_integer_or_a_nesting(text: bytes) -> None:
+    """The scan that decides whether the exact (slow) checks run sees every run of 20 digits
+    and every minus sign before 19, and counts nesting as "[" plus "{" do."""
+    import re
+
+    from corec_plugin_kit import envelopes
+
+    scan = text.translate(envelopes._SCAN)
+    if re.search(rb"[0-9]{20}|-[0-9]{19}", text):
+        assert envelopes._LONG_RUN in scan
+    assert scan.count(b"[") == text.count(b"[") + text.count(b"{")

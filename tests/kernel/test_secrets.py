@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import json
 import logging
-import socket
 import string
 from collections.abc import Callable
 from typing import Any
@@ -20,6 +19,7 @@ from urllib.parse import quote
 import pytest
 from hypothesis import example, given, settings
 from hypothesis import strategies as st
+from shared_helpers import free_port
 
 from corec_plugin_kit.config import KernelConfig, load_settings
 from corec_plugin_kit.errors import DatabaseUnavailable, error_from_exception
@@ -33,13 +33,6 @@ from corec_plugin_kit.redaction import (
 
 Kit = Callable[..., Any]
 SECRET = "Hunter2-S3cr3t-Zq9"
-
-
-def free_port() -> int:
-    """A TCP port nothing listens on right now."""
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
 
 
 # --------------------------------------------------------------------------- redact()

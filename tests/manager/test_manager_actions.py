@@ -11,6 +11,7 @@ from typing import Any
 import corec_manager
 import pytest
 from corec_manager import processor as manager
+from shared_helpers import free_port
 
 
 @pytest.fixture
@@ -106,13 +107,9 @@ async def test_health_reports_unreachable_redis_and_records(kernel: Any) -> None
     # A real client to a port nothing listens on: the connection really fails.
     kernel.redis = redis.asyncio.Redis(host="127.0.0.1", port=1, socket_connect_timeout=0.5)
 
-    import socket
-
     from corec_plugin_kit.storage import PostgresStore
 
-    with socket.socket() as sock:  # a port nothing listens on once closed
-        sock.bind(("127.0.0.1", 0))
-        port = sock.getsockname()[1]
+    port = free_port()  # a port nothing listens on
     # A real store whose server is unreachable: its ping answers False (it never raises).
     kernel.store = PostgresStore(f"postgresql://postgres@127.0.0.1:{port}/test")
     try:

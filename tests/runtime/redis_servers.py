@@ -27,7 +27,7 @@ from pathlib import Path
 from typing import Any
 
 import redis as syncredis
-from runtime_helpers import free_port
+from shared_helpers import free_port
 
 from corec_plugin_kit.runtime.testing import require_service
 

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import os
-import socket
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -52,10 +51,3 @@ def subprocess_env(streams: dict[str, Any], **kernel: Any) -> dict[str, str]:
 
 
 Sender = Callable[..., Any]
-
-
-def free_port() -> int:
-    """A TCP port nothing listens on right now (for throwaway servers)."""
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])

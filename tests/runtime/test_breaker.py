@@ -36,10 +36,13 @@ def test_opens_after_max_failures_and_probes_once_when_half_open() -> None:
     cb.failure()
     cb.failure()
     assert cb.current() == CLOSED
+    opened_at = clock.now
     cb.failure()
     assert cb.current() == OPEN and not cb.allow()
-    assert cb.retry_in() == pytest.approx(10.0)
-    clock.now += 9.9
+    # It lets a probe in reset_timeout after it opened: 10 s from now, not before.
+    retry_in = cb.reset_timeout - (clock.now - opened_at)
+    assert retry_in == pytest.approx(10.0)
+    clock.now += retry_in - 0.1
     assert not cb.allow()
     clock.now += 0.2
     assert cb.current() == HALF_OPEN

@@ -17,8 +17,8 @@ from typing import Any
 import orjson
 import pytest
 import redis as syncredis
-from runtime_helpers import free_port, subprocess_env
-from shared_helpers import proc_stat, wait_until
+from runtime_helpers import subprocess_env
+from shared_helpers import free_port, proc_stat, wait_until
 
 pytestmark = [pytest.mark.slow, pytest.mark.timeout(180)]
 

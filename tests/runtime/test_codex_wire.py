@@ -33,7 +33,7 @@ import pytest
 import redis as syncredis
 import redis.asyncio as aioredis
 from pydantic import BaseModel
-from runtime_helpers import free_port
+from shared_helpers import free_port
 
 from corec_plugin_kit import hookimpl
 

@@ -10,7 +10,8 @@ from typing import Any
 import corec_manager.processor as manager
 import orjson
 import pytest
-from runtime_helpers import free_port, payload, results
+from runtime_helpers import payload, results
+from shared_helpers import free_port
 
 
 async def test_metrics_are_served_with_bounded_labels(

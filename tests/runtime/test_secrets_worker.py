@@ -12,7 +12,8 @@ import logging
 from typing import Any
 
 import pytest
-from runtime_helpers import free_port, payload
+from runtime_helpers import payload
+from shared_helpers import free_port
 
 from corec_plugin_kit.runtime import service
 from corec_plugin_kit.storage import PostgresStore

@@ -19,8 +19,8 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from runtime_helpers import free_port, payload, results, subprocess_env
-from shared_helpers import pid_alive, proc_stat, wait_until
+from runtime_helpers import payload, results, subprocess_env
+from shared_helpers import free_port, pid_alive, proc_stat, wait_until
 
 from corec_plugin_kit.runtime.supervisor import Supervisor, worker_count
 

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import socket
 import subprocess
 import sys
 from pathlib import Path
@@ -10,6 +9,7 @@ from typing import Any
 
 import pytest
 from pydantic import SecretStr, ValidationError
+from shared_helpers import free_port
 
 from corec_plugin_kit.config import KernelConfig
 from corec_plugin_kit.errors import ConfigError
@@ -93,9 +93,7 @@ async def test_check_bad_url_and_closed_port(tmp_path: Path) -> None:
     ok, detail = await check_database(unvalidated(tmp_path, "mysql://x"))
     assert not ok
     assert "accepted" in detail
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        port = sock.getsockname()[1]
+    port = free_port()
     # A closed port: nothing listens there, the connection is refused.
     ok, detail = await check_database(cfg(tmp_path, f"postgresql://u:pw@127.0.0.1:{port}/x"))
     assert not ok

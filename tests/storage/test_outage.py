@@ -14,7 +14,6 @@ from __future__ import annotations
 import asyncio
 import os
 import shutil
-import socket
 import subprocess
 import tempfile
 import uuid
@@ -23,6 +22,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from shared_helpers import free_port
 from storage_helpers import rec, total
 
 from corec_plugin_kit.errors import DatabaseUnavailable
@@ -30,12 +30,6 @@ from corec_plugin_kit.runtime.testing import require_service
 from corec_plugin_kit.storage import PostgresStore, SQLiteStore
 
 PG_BIN = Path("/usr/lib/postgresql")
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
 
 
 async def test_closed_port_is_database_unavailable() -> None:

@@ -155,6 +155,28 @@ async def test_nul_characters_become_replacement_characters(corec_store: RecordS
     assert stored.result == ["\ufffd"]
 
 
+async def test_a_batch_mixing_plain_and_careful_values_keeps_each(
+    corec_store: RecordStore,
+) -> None:
+    """A batch goes in one statement, unless a value needs care (an integer beyond 64 bits, a
+    NUL): then the whole batch goes field by field. Either way each record reads back as the
+    field-by-field encoding stores it, and a JSON ``null`` result is SQL NULL, read as None."""
+    plain = [
+        rec(f"plain-{i}", params={"n": i}, result={"ok": [i, 1.5, True, None]}) for i in range(3)
+    ]
+    nothing = rec("nothing", result=None)
+    await corec_store.write_batch([*plain, nothing])
+    for record in plain:
+        assert await corec_store.get(record.command_key) == record
+    assert (await corec_store.get("nothing")) == nothing
+    huge = rec("huge", result={"big": 2**70, "neg": -(2**70)})
+    await corec_store.write_batch([rec("beside-huge", result="text"), huge])
+    stored = await corec_store.get("huge")
+    assert stored is not None and stored.result == {"big": 2**70, "neg": -(2**70)}
+    beside = await corec_store.get("beside-huge")
+    assert beside is not None and beside.result == "text"
+
+
 async def test_large_json_of_one_megabyte(corec_store: RecordStore) -> None:
     big = {"blob": "x" * 1_048_576, "items": [{"i": i, "s": "é" * 10} for i in range(5000)]}
     await corec_store.write_batch([rec("big", result=big), rec("small")])

@@ -10,7 +10,7 @@ from typing import Any
 
 from pydantic import BaseModel, ConfigDict, Field
 
-from corec_plugin_kit import CommandContext, InvalidParams, hookimpl
+from corec_plugin_kit import CommandContext, InvalidParams, api, hookimpl
 
 from . import __version__
 
@@ -40,25 +40,25 @@ async def ping(params: PingParams, ctx: CommandContext) -> dict[str, Any]:
 
 async def list_processors(params: NoParams, ctx: CommandContext) -> list[dict[str, Any]]:
     """List processors with their status, version and actions."""
-    return [info.as_dict() for info in ctx.kernel.processors.infos.values()]
+    return api.processor_infos(ctx.kernel)
 
 
 async def describe_action(params: DescribeParams, ctx: CommandContext) -> dict[str, Any]:
     """Describe an action: its processor and the JSON Schema of its params."""
-    spec = ctx.kernel.routing.get(params.action)
-    if spec is None:
+    described = api.describe_action(ctx.kernel, params.action)
+    if described is None:
         # The command itself is routed; what is wrong is the param it carries.
         raise InvalidParams(
             f"no action {params.action!r} is routed (run `corec-kit actions` to list them)",
             details=[{"loc": "action", "msg": "unknown action", "type": "unknown_action"}],
         )
-    return spec.describe()
+    return described
 
 
 async def health(params: NoParams, ctx: CommandContext) -> dict[str, Any]:
     """Report process, processors, Redis and records health."""
     kernel = ctx.kernel
-    infos = kernel.processors.infos.values()
+    infos = api.processor_infos(kernel)
     report: dict[str, Any] = {
         "status": "ok",
         "host": socket.gethostname(),
@@ -67,11 +67,11 @@ async def health(params: NoParams, ctx: CommandContext) -> dict[str, Any]:
         "manager_version": __version__,
         "uptime_s": round(time.time() - _STARTED, 3),
         "processors": {
-            "loaded": sorted(i.name for i in infos if i.status == "loaded"),
-            "failed": sorted(i.name for i in infos if i.status == "failed"),
-            "disabled": sorted(i.name for i in infos if i.status == "disabled"),
+            "loaded": sorted(i["name"] for i in infos if i["status"] == "loaded"),
+            "failed": sorted(i["name"] for i in infos if i["status"] == "failed"),
+            "disabled": sorted(i["name"] for i in infos if i["status"] == "disabled"),
         },
-        "actions": len(kernel.routing),
+        "actions": len(api.action_names(kernel)),
     }
     if report["processors"]["failed"]:
         report["status"] = "degraded"
@@ -102,10 +102,8 @@ async def health(params: NoParams, ctx: CommandContext) -> dict[str, Any]:
 async def _breakers(kernel: Any, report: dict[str, Any]) -> None:
     """The deployment's circuit breakers (each processor's worst state over the running
     workers); one open makes the status ``degraded``."""
-    from corec_plugin_kit.api import published_breakers
-
     try:
-        report["breakers"] = (await published_breakers(kernel))["breakers"]
+        report["breakers"] = (await api.published_breakers(kernel))["breakers"]
     except Exception as exc:  # noqa: BLE001 - reported, not raised
         report["breakers"] = f"unknown: {type(exc).__name__}: {exc}"
         return

@@ -42,7 +42,7 @@ from .findings import FileReview, Finding, crashed, severity_of, unreadable
 from .rules import PYFLAKES_CODES, UNKNOWN_PYFLAKES
 
 #: ``runner(fn, *args)``: await ``fn(*args)`` in a worker process that is killed when the
-#: awaiting task is cancelled (the kernel's ``ctx.kernel.dispatcher.run_in_process``).
+#: awaiting task is cancelled (``api.run_in_process`` bound to the handler's ``ctx.kernel``).
 Runner = Callable[..., Awaitable[Any]]
 
 T = TypeVar("T")
@@ -604,7 +604,7 @@ def make_backend(
     config: ReviserConfig, name: str | None = None, runner: Runner | None = None
 ) -> Backend:
     """The configured back-end (or ``name``); ``runner`` runs black + pyflakes' async work in
-    killable worker processes (``ctx.kernel.dispatcher.run_in_process``)."""
+    killable worker processes (``api.run_in_process`` bound to ``ctx.kernel``)."""
     chosen = name or config.backend
     if chosen == "ruff":
         return Ruff(config)

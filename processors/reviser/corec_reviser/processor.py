@@ -2,21 +2,20 @@
 
 from __future__ import annotations
 
-import asyncio
+import functools
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
-from corec_plugin_kit import CommandContext, HandlerError, InvalidParams, hookimpl
+from corec_plugin_kit import CommandContext, HandlerError, InvalidParams, api, hookimpl
 
 from .config import Backend, ReviserConfig
 
 if TYPE_CHECKING:
-    from concurrent.futures import Executor
-
     from .backends import Backend as ReviewBackend
     from .findings import FileReview
+    from .revise import Offload
 
 
 class ReviewParams(BaseModel):
@@ -68,15 +67,16 @@ async def review_code(params: ReviewParams, ctx: CommandContext) -> dict[str, An
     from .findings import Review, to_json
 
     config = _config(ctx)
-    dispatcher = ctx.kernel.dispatcher
     # black + pyflakes run in the kernel's process pool: a timeout or the worker's shutdown
     # kills them; ruff runs as subprocesses killed the same way.
-    backend = make_backend(config, params.backend, runner=dispatcher.run_in_process)
+    runner = functools.partial(api.run_in_process, ctx.kernel)
+    backend = make_backend(config, params.backend, runner=runner)
     paths: list[Path] = []
     if params.source is not None:
         files = [await _review_source(backend, params.source, params, config)]
     else:
-        paths, files = await _review_paths(backend, params, config, dispatcher.pool)
+        offload = functools.partial(api.run_in_thread, ctx.kernel)
+        paths, files = await _review_paths(backend, params, config, offload)
     review = Review(backend=backend.name, files=files)
     model_path = params.model or (str(config.model_path) if config.model_path else None)
     if model_path:
@@ -88,8 +88,8 @@ async def review_code(params: ReviewParams, ctx: CommandContext) -> dict[str, An
         else:
             text = prompt_source(paths, files, config.max_source_bytes)
         # The kernel's thread pool: its threads never keep a stopping worker alive.
-        review.suggestions = await asyncio.get_running_loop().run_in_executor(
-            dispatcher.pool, suggest, text, model_path, config.model_max_new_tokens
+        review.suggestions = await api.run_in_thread(
+            ctx.kernel, suggest, text, model_path, config.model_max_new_tokens
         )
     return to_json(review)
 
@@ -108,9 +108,10 @@ async def _review_source(
 
 
 async def _review_paths(
-    backend: ReviewBackend, params: ReviewParams, config: ReviserConfig, pool: Executor
+    backend: ReviewBackend, params: ReviewParams, config: ReviserConfig, offload: Offload
 ) -> tuple[list[Path], list[FileReview]]:
-    """``paths``: the files under them (inside reviser.root, at most reviser.max_files).
+    """``paths``: the files under them (inside reviser.root, at most reviser.max_files),
+    collected through ``offload`` (the kernel's thread pool).
 
     Returns the files read and their reviews; with ``fix``, a file to reformat is reviewed
     again for its formatted text.
@@ -119,8 +120,7 @@ async def _review_paths(
 
     root = _review_root(config)
     targets = _contained(root, params.paths or [])
-    loop = asyncio.get_running_loop()
-    found = await loop.run_in_executor(pool, collect, targets, root.resolve(), config)
+    found = await offload(collect, targets, root.resolve(), config)
     if len(found) > config.max_files:
         raise InvalidParams(
             f"{len(found)} files, over reviser.max_files={config.max_files}",
@@ -185,13 +185,9 @@ async def revise(params: ReviseParams, ctx: CommandContext) -> dict[str, Any]:
             details=[{"loc": "file", "msg": p["reason"], "type": "path"} for p in exc.problems],
         ) from None
     name = target.relative_to(config.root.resolve()).as_posix()
-    dispatcher = ctx.kernel.dispatcher
-    backend = make_backend(config, params.backend, runner=dispatcher.run_in_process)
-    loop = asyncio.get_running_loop()
-
-    async def offload(fn: Any, *args: Any) -> Any:
-        return await loop.run_in_executor(dispatcher.pool, fn, *args)
-
+    runner = functools.partial(api.run_in_process, ctx.kernel)
+    backend = make_backend(config, params.backend, runner=runner)
+    offload = functools.partial(api.run_in_thread, ctx.kernel)
     try:
         return await revise_file(backend, target, name, config.max_source_bytes, offload)
     except ReviseRefused as exc:

@@ -62,19 +62,17 @@ async def workers_page(console: Console, request: Request) -> Response:
 
 
 async def processors_page(console: Console, request: Request) -> Response:
-    kernel = console.kernel
-    infos = [info.as_dict() for info in kernel.processors.infos.values()]
-    actions = {spec.action: spec.describe() for spec in kernel.routing.values()}
+    infos = _api().processor_infos(console.kernel)
+    actions = _api().describe_actions(console.kernel)
     return console.render(request, "processors.html", title="Processors and actions",
                           processors=infos, actions=actions)  # fmt: skip
 
 
 async def action_page(console: Console, request: Request) -> Response:
     name = request.path_params["action"]
-    spec = console.kernel.routing.get(name)
-    if spec is None:
+    described = _api().describe_action(console.kernel, name)
+    if described is None:
         raise ValueError(f"no action {name!r} is routed: see the Processors page")
-    described = spec.describe()
     return console.render(request, "action.html", title=name, spec=described,
                           fields=form_fields(described["params_schema"]))  # fmt: skip
 
@@ -86,7 +84,7 @@ async def dead_letters_page(console: Console, request: Request) -> Response:
         start=query.get("start", "-") or "-", limit=_int(query.get("limit"), 50, 1, 500),
     )  # fmt: skip
     return console.render(request, "dead_letters.html", title="Dead letters", page=page,
-                          query=query, actions=sorted(console.kernel.routing))  # fmt: skip
+                          query=query, actions=_api().action_names(console.kernel))  # fmt: skip
 
 
 async def dead_letter_page(console: Console, request: Request) -> Response:
@@ -108,7 +106,7 @@ async def history_page(console: Console, request: Request) -> Response:
         )  # fmt: skip
     return console.render(request, "history.html", title="History", rows=rows, query=query,
                           store_error=console.store_error,
-                          actions=sorted(console.kernel.routing))  # fmt: skip
+                          actions=_api().action_names(console.kernel))  # fmt: skip
 
 
 def pages(console: Console) -> list[tuple[str, Handler]]:
