@@ -295,7 +295,7 @@ class KernelConfig(BaseModel):
     )
     metrics_port: int = Field(8000, ge=0, le=65535, description="Prometheus port; 0 = off")
     metrics_addr: str = Field("127.0.0.1", description="address the metrics server binds")
-    concurrency: int = Field(256, ge=1, le=10_000, description="commands in flight per worker")
+    concurrency: int = Field(512, ge=1, le=10_000, description="commands in flight per worker")
     batch_size: int = Field(256, ge=1, le=10_000, description="entries per XREADGROUP")
     block_ms: int = Field(1000, ge=1, description="XREADGROUP BLOCK while idle")
     claim_idle_ms: int = Field(60_000, ge=1, description="idle time before XAUTOCLAIM reclaims")

@@ -32,12 +32,11 @@ class Handling(WorkerState):
     """Runs commands and turns their outcomes into answers, parked or retried entries."""
 
     def _spawn(self, entry: Entry) -> None:
+        # The task is found through the entry (``inflight``) at shutdown: no set of tasks and
+        # no done callback per command.
         self.inflight[entry.entry_id] = entry
         entry.timed_out = False
-        task = entry.task = start_task(self._loop, self._handle(entry))
-        if not task.done():
-            self._tasks.add(task)
-            task.add_done_callback(self._tasks.discard)
+        entry.task = start_task(self._loop, self._handle(entry))
 
     async def _handle(self, entry: Entry) -> None:
         try:

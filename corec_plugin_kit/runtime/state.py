@@ -132,6 +132,7 @@ class WorkerState(ABC):
     _followers: dict[str, list[Entry]]
     #: Entry id -> entry being handled (or finished, not yet committed).
     inflight: dict[str, Entry]
+    #: The record look-ups running (each handler's task is its entry's ``task``).
     _tasks: set[asyncio.Task[Any]]
     _done: list[Entry]
     _done_event: asyncio.Event

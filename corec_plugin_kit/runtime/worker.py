@@ -236,8 +236,10 @@ class Worker(Reading, Handling, Committing, Maintenance):
     async def _shutdown(self, committer: asyncio.Task[Any], maintainer: asyncio.Task[Any]) -> None:
         grace = self.cfg.shutdown_grace_s
         self._grace_deadline = time.monotonic() + grace
-        if self._tasks:
-            _, pending = await asyncio.wait(set(self._tasks), timeout=grace)
+        running = {task for task in self._tasks if not task.done()}
+        running |= {e.task for e in self.inflight.values() if e.task and not e.task.done()}
+        if running:
+            _, pending = await asyncio.wait(running, timeout=grace)
             for task in pending:
                 task.cancel()
             if pending:
