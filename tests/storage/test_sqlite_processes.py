@@ -86,3 +86,35 @@ async def test_a_store_waits_for_a_write_lock_held_while_it_switches_to_wal(
         other.close()
     with contextlib.closing(sqlite3.connect(path)) as conn:
         assert conn.execute("PRAGMA journal_mode").fetchone() == ("wal",)
+
+
+async def test_a_small_look_up_that_fails_on_the_loop_goes_to_its_thread(
+    tmp_path: Path,
+) -> None:
+    """Small look-ups run on the event loop's thread and never wait there: whatever goes wrong
+    with that connection (a lock, with its busy timeout of 0; here, the fault we can cause,
+    the connection closed under it: the test reaches into the store for that) sends the
+    look-up to its own thread, which answers; the next one reconnects on the loop."""
+    from datetime import datetime, timezone
+
+    from corec_plugin_kit.storage import Record, SQLiteStore
+
+    store = SQLiteStore(tmp_path / "corec.db", busy_timeout_s=10)
+    await store.open()
+    try:
+        now = datetime.now(timezone.utc)
+        await store.write_batch(
+            [Record(command_key="k", action="echo", processor="p", status="ok", finished_at=now)]
+        )
+        assert set(await store.find_ok(["k", "other"])) == {"k"}
+        inline = store._inline
+        assert inline is not None, "a small look-up did not run on the loop's thread"
+        inline.close()
+        assert set(await store.find_ok(["k"])) == {"k"}  # answered by the look-up thread
+        assert store._inline is None
+        assert set(await store.find_ok(["k"])) == {"k"}
+        assert store._inline is not None and store._inline is not inline
+        many = [f"key{i}" for i in range(100)]  # over INLINE_KEYS: the thread, directly
+        assert set(await store.find_ok([*many, "k"])) == {"k"}
+    finally:
+        await store.close()
