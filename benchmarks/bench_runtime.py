@@ -181,9 +181,11 @@ def worker_env(
     return env
 
 
-def run_children(cmds: list[tuple[list[str], dict[str, str]]]) -> int:
+def run_children(cmds: list[tuple[list[str], dict[str, str]]], cwd: Path = ROOT) -> int:
     """Run the commands at once; returns the largest max RSS (KiB) among them."""
-    procs = [subprocess.Popen(cmd, env=env, cwd=ROOT) for cmd, env in cmds]
+    # `python -m` puts the working directory first on sys.path: a --before tree's kernel is
+    # imported only when the worker starts in that tree.
+    procs = [subprocess.Popen(cmd, env=env, cwd=cwd) for cmd, env in cmds]
     rss = 0
     for proc in procs:
         _pid, status, usage = os.wait4(proc.pid, 0)
@@ -240,10 +242,12 @@ def scenario(kind: str, n: int, r: syncredis.Redis) -> dict[str, Any]:
                 env["COREC_KERNEL__REPLAY_FINISHED"] = "false"
             cmd = [*CORE_KIT, "run", "--burst", "-q"]
             if supervised:
-                rss = run_children([([*cmd, "--workers", "2", "--consumer", "w"], env)])
+                rss = run_children([([*cmd, "--workers", "2", "--consumer", "w"], env)], tree)
             else:
                 count = 2 if kind == "two_workers" else 1
-                rss = run_children([([*cmd, "--consumer", f"w{i}"], env) for i in range(count)])
+                rss = run_children(
+                    [([*cmd, "--consumer", f"w{i}"], env) for i in range(count)], tree
+                )
         rate = drain_rate(r, streams["stream_out"], n)
         pending = r.xpending(streams["stream_in"], streams["group"])["pending"]
         if pending:

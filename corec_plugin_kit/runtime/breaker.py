@@ -69,9 +69,9 @@ class CircuitBreaker:
 
     def allow(self) -> bool:
         """May one command of this processor start now? In half-open, claims the single probe."""
-        state = self.current()
-        if state == CLOSED:
+        if self.state == CLOSED:  # the common case, without a look at the clock
             return True
+        state = self.current()
         if state == HALF_OPEN and not self._probing:
             self._probing = True
             return True
@@ -80,7 +80,8 @@ class CircuitBreaker:
     def success(self) -> None:
         self.failures = 0
         self._probing = False
-        self._set(CLOSED)
+        if self.state != CLOSED:
+            self._set(CLOSED)
 
     def failure(self) -> None:
         self._probing = False

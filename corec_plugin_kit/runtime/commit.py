@@ -80,6 +80,7 @@ class CommitLayout:
         commands: list[tuple[Any, ...]] = [("MULTI",)]
         owners: list[Entry | None] = []
         outside: list[tuple[tuple[Any, ...], Entry | None]] = []
+        plain = self.slot is None  # one server: every XADD goes in the transaction
         for entry in acked:
             env = entry.envelope
             assert env is not None
@@ -94,7 +95,11 @@ class CommitLayout:
             )  # fmt: skip
             if entry.data is not None:
                 xadd += ("data", entry.data)
-            self._place(xadd, entry, commands, owners, outside)
+            if plain:
+                commands.append(xadd)
+                owners.append(entry)
+            else:
+                self._place(xadd, entry, commands, owners, outside)
         commands.append(("XACK", self.stream, self.group, *[e.entry_id for e in acked]))
         commands.append(("EXEC",))
         return commands, owners, outside
@@ -141,16 +146,20 @@ class Committing(WorkerState):
                 continue
             batch, self._done = self._done, []
             self._committing = len(batch)
+            inflight, committing = self.inflight, set()
             for entry in batch:
-                self.inflight.pop(entry.entry_id, None)
-            self._committing_ids = {entry.entry_id for entry in batch if entry.ack}
+                inflight.pop(entry.entry_id, None)
+                if entry.ack:
+                    committing.add(entry.entry_id)
+            self._committing_ids = committing
             try:
                 durable = await self._commit(batch)
             finally:
                 self._committing = 0
                 self._committing_ids = set()
-                for entry in batch:
-                    self._release_key(entry)
+                if self._keys:  # command keys are tracked with records on only
+                    for entry in batch:
+                        self._release_key(entry)
             if durable:
                 self._count(batch)
             self._room.set()

@@ -61,6 +61,7 @@ class Reading(WorkerState):
     def _take(self, raw: list[Any], deliveries: dict[str, int] | None = None) -> int:
         taken = 0
         fresh: list[Entry] = []
+        now = time.monotonic()
         for entry_id, fields in raw:
             eid = _s(entry_id)
             if eid in self.inflight or eid in self._parked_ids or eid in self._committing_ids:
@@ -73,7 +74,7 @@ class Reading(WorkerState):
                     if len(fields) == 2
                     else dict(zip(fields[::2], fields[1::2], strict=False))
                 )
-            entry = Entry(eid, fields, (deliveries or {}).get(eid, 1))
+            entry = Entry(eid, fields, (deliveries or {}).get(eid, 1), now)
             taken += 1
             if self._parse(entry):
                 fresh.append(entry)
