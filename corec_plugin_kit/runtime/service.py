@@ -14,7 +14,8 @@ from .connection import RedisHandle
 
 if TYPE_CHECKING:
     from ..kernel import Kernel
-    from .worker import WorkerStats
+    from .partitioned import WorkerSet
+    from .worker import Worker, WorkerStats
 
 log = logging.getLogger("corec_plugin_kit.runtime")
 
@@ -127,7 +128,6 @@ async def run_worker(
     redis = await handle.connect()
     store = None
     server = None
-    snapshots: asyncio.Task[None] | None = None
     try:
         store = await open_records(kernel)
         kernel.redis, kernel.store = redis, store
@@ -145,18 +145,37 @@ async def run_worker(
                 reconnect=handle.ensure_server,
             )
             kernel.runtime = worker
-            _log_startup(kernel, handle, worker, supervised=metrics_snapshot is not None)
-            _settle_heap()
-            if metrics_snapshot is not None:
-                snapshots = asyncio.ensure_future(_write_snapshots(metrics_snapshot, worker))
-            stats = await worker.run(install_signals=install_signals)
-            if metrics_snapshot is not None:
-                _write_snapshot(metrics_snapshot, worker)
-            return stats
+            return await _run_started(kernel, handle, worker, install_signals, metrics_snapshot)
     finally:
-        if snapshots is not None:
-            snapshots.cancel()
         await _release(kernel, server, store, handle)
+
+
+async def _run_started(
+    kernel: Kernel,
+    handle: RedisHandle,
+    worker: Worker | WorkerSet,
+    install_signals: bool,
+    metrics_snapshot: Path | None,
+) -> WorkerStats:
+    """Log the start-up line, run ``worker`` until it stops, write its last snapshot."""
+    from .worker import signal_handlers
+
+    snapshots: asyncio.Task[None] | None = None
+    # The start-up line tells a supervisor or a script that the worker is up: from then on
+    # SIGHUP and SIGTERM are handled (by default SIGHUP would end the process).
+    with signal_handlers(worker, install_signals):
+        _log_startup(kernel, handle, worker, supervised=metrics_snapshot is not None)
+        _settle_heap()
+        if metrics_snapshot is not None:
+            snapshots = asyncio.ensure_future(_write_snapshots(metrics_snapshot, worker))
+        try:
+            stats = await worker.run()
+        finally:
+            if snapshots is not None:
+                snapshots.cancel()
+    if metrics_snapshot is not None:
+        _write_snapshot(metrics_snapshot, worker)
+    return stats
 
 
 def _settle_heap() -> None:

@@ -171,3 +171,24 @@ def test_the_supervisor_passes_sighup_to_every_worker(worker_env: dict[str, str]
         supervisor.wait(timeout=60)
     assert supervisor.returncode == 0, log.read_text()[-3000:]
     assert "restarting" not in log.read_text()
+
+
+def test_a_worker_that_said_it_started_already_handles_sighup(worker_env: dict[str, str]) -> None:
+    # The start-up line is the sign, for a supervisor or a script, that the worker is up: a
+    # SIGHUP sent the moment it appears must be handled, never end the worker (Python's
+    # default for SIGHUP), whatever start-up still does after logging it.
+    log = Path(worker_env["LOG"])
+    with log.open("w") as sink:
+        worker = subprocess.Popen([*CLI, "run"], env=worker_env, stderr=sink, text=True)
+    try:
+        wait_until(lambda: "corec-kit run:" in log.read_text(), interval=0.001, what="start")
+        worker.send_signal(signal.SIGHUP)
+        wait_until(
+            lambda: "SIGHUP: no new processor to load" in log.read_text() or worker.poll(),
+            what="the worker to handle SIGHUP",
+        )
+        assert worker.poll() is None, log.read_text()[-3000:]
+    finally:
+        worker.send_signal(signal.SIGTERM)
+        worker.wait(timeout=60)
+    assert worker.returncode == 0, log.read_text()[-3000:]
