@@ -1,7 +1,7 @@
 """The worker's handling: one task per command, its time limit, and its answer.
 
-``_handle_inner`` routes the command once, asks the processor's circuit breaker, arms one
-timer (cheaper than a timeout context per command), runs the handler through
+``_handle`` routes the command once, asks the processor's circuit breaker, runs the
+handler under its time limit (one timer, armed only if the handler waits) through
 :meth:`Dispatcher.run <corec_plugin_kit.dispatch.Dispatcher.run>` and applies
 :func:`~.policy.settle`'s decision. Answers are encoded once, here (``_set_answer``), so what
 cannot be encoded is confined to its entry; the committer writes them.
@@ -12,8 +12,10 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
+import types
 from collections import deque
-from typing import TYPE_CHECKING, Any
+from collections.abc import Coroutine, Generator
+from typing import TYPE_CHECKING, Any, TypeVar
 
 from ..envelopes import as_text as _s
 from ..envelopes import codex_data, dumps, failed_envelope, result_envelope
@@ -23,7 +25,10 @@ from .policy import Step, exhausted, settle
 from .state import Entry, WorkerState
 
 if TYPE_CHECKING:
+    from ..routing import ActionSpec
     from .breaker import CircuitBreaker
+
+T = TypeVar("T")
 
 log = logging.getLogger("corec_plugin_kit.worker")
 
@@ -39,8 +44,33 @@ class Handling(WorkerState):
         entry.task = start_task(self._loop, self._handle(entry))
 
     async def _handle(self, entry: Entry) -> None:
+        """The command's task: route, run under the time limit, settle. Most handlers finish
+        in their first step, where no timer could fire anyway (the loop is not running): that
+        step is taken here, and a timer is armed only for a handler that waits
+        (:meth:`_wait_timed`)."""
         try:
-            await self._handle_inner(entry)
+            start = time.perf_counter()
+            spec = self._route(entry, start)
+            if spec is None:
+                return
+            policy = spec.policy
+            if policy is not None and policy.rate_limit is not None:
+                # Its turn under the action's rate limit, shared by every worker (not timed:
+                # the handler's time limit starts when it runs).
+                await self.rate_limiter().wait(spec.action, policy.rate_limit, policy.rate_burst)
+            run = self.dispatcher.run(
+                spec, entry.command or {}, entry_id=entry.entry_id, attempt=entry.deliveries,
+                timeout=False, started=start,
+            )  # fmt: skip
+            try:
+                waiting_on = run.send(None)
+            except StopIteration as finished:
+                envelope, error = finished.value
+            else:
+                envelope, error = await self._wait_timed(entry, spec, start, run, waiting_on)
+            outcome = "ok" if error is None else error.wire_type
+            self.metrics.finished(spec.processor, spec.action, outcome, time.perf_counter() - start)
+            self._settled(entry, envelope, error, self.breaker(spec.processor))
         except asyncio.CancelledError:
             # Shutdown past the grace period: the entry stays pending for another consumer.
             self.inflight.pop(entry.entry_id, None)
@@ -53,33 +83,37 @@ class Handling(WorkerState):
             )
             self._answer_invalid(entry, error, time.perf_counter(), entry.command)
 
-    async def _handle_inner(self, entry: Entry) -> None:
-        start = time.perf_counter()
+    def _route(self, entry: Entry, start: float) -> ActionSpec | None:
+        """The command's route, if it may run now; else it is answered (unknown action) or
+        parked (its processor's circuit breaker is open), and ``None``."""
         command = entry.command
         assert command is not None  # parsed when taken
         action = command["action"]
         spec = self.dispatcher.routing.get(action)
         if spec is None:
             self._answer_invalid(entry, self.kernel.unknown_action(action), start, command)
-            return
+            return None
         entry.processor = spec.processor
-        breaker = self.breaker(spec.processor)
         admitted, entry.admitted = entry.admitted, False
-        if not admitted and not breaker.allow():
+        if not admitted and not self.breaker(spec.processor).allow():
             self._park(entry)
-            return
-        policy = spec.policy
-        if policy is not None and policy.rate_limit is not None:
-            # Its turn under the action's rate limit, shared by every worker (not timed: the
-            # handler's time limit starts when it runs).
-            await self.rate_limiter().wait(action, policy.rate_limit, policy.rate_burst)
-        # One timer per command (cheaper than a timeout context): it cancels the task.
-        timer = self._loop.call_later(self.dispatcher.timeout_for(spec), self._timed_out, entry)
+            return None
+        return spec
+
+    async def _wait_timed(
+        self,
+        entry: Entry,
+        spec: ActionSpec,
+        start: float,
+        run: Coroutine[Any, Any, tuple[dict[str, Any], CorecError | None]],
+        waiting_on: Any,
+    ) -> tuple[dict[str, Any], CorecError | None]:
+        """The rest of a command whose handler waits, under its time limit: one timer (cheaper
+        than a timeout context) that cancels the task, counted from the start."""
+        left = self.dispatcher.timeout_for(spec) - (time.perf_counter() - start)
+        timer = self._loop.call_later(max(left, 0.0), self._timed_out, entry)
         try:
-            envelope, error = await self.dispatcher.run(
-                spec, command, entry_id=entry.entry_id, attempt=entry.deliveries,
-                timeout=False, started=start,
-            )  # fmt: skip
+            return await _resume(run, waiting_on)
         except asyncio.CancelledError:
             if not entry.timed_out:
                 raise
@@ -88,14 +122,12 @@ class Handling(WorkerState):
                 task.uncancel()
             error = self.dispatcher.timeout_error(spec)
             envelope = result_envelope(
-                entry.key, action, error=error, processor=spec.processor,
+                entry.key, spec.action, error=error, processor=spec.processor,
                 attempt=entry.deliveries, started=start, entry_id=entry.entry_id,
             )  # fmt: skip
+            return envelope, error
         finally:
             timer.cancel()
-        outcome = "ok" if error is None else error.wire_type
-        self.metrics.finished(spec.processor, action, outcome, time.perf_counter() - start)
-        self._settled(entry, envelope, error, breaker)
 
     def _settled(
         self,
@@ -187,6 +219,29 @@ class Handling(WorkerState):
         self._done_event.set()
         # A handler slot is free: the reader may go on while the committer records this one.
         self._room.set()
+
+
+@types.coroutine
+def _resume(coro: Coroutine[Any, Any, T], waiting_on: Any) -> Generator[Any, Any, T]:
+    """Await ``coro``, already started and waiting on ``waiting_on``: what ``await`` does
+    (hand each future to the task, send its value or throw its exception back in) for a
+    coroutine whose first step was taken by hand."""
+    while True:
+        try:
+            sent = yield waiting_on
+        except GeneratorExit:
+            coro.close()
+            raise
+        except BaseException as exc:  # noqa: BLE001 - CancelledError too: thrown into coro
+            try:
+                waiting_on = coro.throw(exc)
+            except StopIteration as finished:
+                return finished.value  # type: ignore[no-any-return]
+        else:
+            try:
+                waiting_on = coro.send(sent)
+            except StopIteration as finished:
+                return finished.value  # type: ignore[no-any-return]
 
 
 def unencodable(envelope: dict[str, Any], exc: Exception) -> HandlerError:
