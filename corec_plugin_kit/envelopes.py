@@ -382,21 +382,6 @@ def dead_letter_args(
     return [item for pair in out.items() for item in pair]
 
 
-def result_args(result: dict[str, Any]) -> tuple[str | bytes, ...]:
-    """The fields of a result entry as XADD arguments: ``id``, ``action``, ``status``,
-    ``payload`` (the whole envelope as JSON). The stream worker's hot path uses this form."""
-    return (
-        "id", result["id"], "action", result["action"], "status", result["status"],
-        "payload", dumps(result),
-    )  # fmt: skip
-
-
-def result_fields(result: dict[str, Any]) -> dict[str | bytes, str | bytes]:
-    """The same fields as a mapping (for redis-py's ``xadd``)."""
-    args = result_args(result)
-    return dict(zip(args[::2], args[1::2], strict=True))
-
-
 # --------------------------------------------------------------------------- codex replies
 
 #: Keys of codex's own responses copied from a result object when it has them
