@@ -23,7 +23,7 @@ from ..partitions import StreamSet, stream_sets
 from ..storage import Record, refuses_content
 from . import metrics
 from .state import Entry, WorkerState
-from .transport import TRANSIENT_REDIS, send_transaction, slot_of
+from .transport import TRANSIENT_REDIS, pack_result, send_transaction, slot_of, xadd_head
 
 if TYPE_CHECKING:
     from ..config import KernelConfig
@@ -44,6 +44,9 @@ class CommitLayout:
     #: On a Redis Cluster, the hash slot of ``stream``: a transaction holds only keys of one
     #: slot, so XADDs to streams of other slots are sent on their own, before it.
     slot: int | None = None
+    #: ``XADD stream_out [MAXLEN ~ n] *``, packed once (:func:`~.transport.xadd_head`);
+    #: ``None`` on a cluster where ``stream_out`` is in another slot than ``stream``.
+    out_head: tuple[int, bytes] | None = None
 
     @classmethod
     def of(
@@ -59,8 +62,9 @@ class CommitLayout:
         own = streams or stream_sets(cfg)[0]
         slot = slot_of(own.stream_in) if cluster else None
         return cls(
-            own.stream_in, cfg.group, consumer, own.stream_out, own.dead_letter_stream, trim, slot
-        )
+            own.stream_in, cfg.group, consumer, own.stream_out, own.dead_letter_stream, trim, slot,
+            None if cluster and slot_of(own.stream_out) != slot else xadd_head(own.stream_out, trim),
+        )  # fmt: skip
 
     def dead_letter(self, entry: Entry, failed_at: str) -> list[Any]:
         """The XADD arguments of ``entry``'s dead letter (its fields, and why it failed)."""
@@ -75,12 +79,13 @@ class CommitLayout:
         """MULTI, per entry its dead-letter XADD (if dead) and its result XADD (to
         ``reply_to`` or ``stream_out``), one XACK for all, EXEC. Also, per queued command,
         the entry whose result it writes (``None`` for a dead letter); and on a cluster the
-        XADDs to other slots, with their entries, to send first."""
+        XADDs to other slots, with their entries, to send first. A result's XADD to
+        ``stream_out`` comes packed (:func:`~.transport.pack_result`), the rest as tuples."""
         trim = self.trim
-        commands: list[tuple[Any, ...]] = [("MULTI",)]
+        commands: list[tuple[Any, ...] | bytes] = [("MULTI",)]
         owners: list[Entry | None] = []
         outside: list[tuple[tuple[Any, ...], Entry | None]] = []
-        plain = self.slot is None  # one server: every XADD goes in the transaction
+        out_head = self.out_head
         for entry in acked:
             env = entry.envelope
             assert env is not None
@@ -88,6 +93,12 @@ class CommitLayout:
                 dead = ("XADD", self.dead_letter_stream, *trim, "*",
                         *self.dead_letter(entry, failed_at))  # fmt: skip
                 self._place(dead, None, commands, owners, outside)
+            if entry.reply_to is None and out_head is not None:
+                commands.append(pack_result(
+                    out_head, env["id"], env["action"], env["status"], entry.payload, entry.data
+                ))  # fmt: skip
+                owners.append(entry)
+                continue
             xadd: tuple[Any, ...] = (
                 "XADD", entry.reply_to or self.stream_out, *trim, "*",
                 "id", env["id"], "action", env["action"], "status", env["status"],
@@ -95,11 +106,7 @@ class CommitLayout:
             )  # fmt: skip
             if entry.data is not None:
                 xadd += ("data", entry.data)
-            if plain:
-                commands.append(xadd)
-                owners.append(entry)
-            else:
-                self._place(xadd, entry, commands, owners, outside)
+            self._place(xadd, entry, commands, owners, outside)
         commands.append(("XACK", self.stream, self.group, *[e.entry_id for e in acked]))
         commands.append(("EXEC",))
         return commands, owners, outside
@@ -108,7 +115,7 @@ class CommitLayout:
         self,
         command: tuple[Any, ...],
         owner: Entry | None,
-        commands: list[tuple[Any, ...]],
+        commands: list[tuple[Any, ...] | bytes],
         owners: list[Entry | None],
         outside: list[tuple[tuple[Any, ...], Entry | None]],
     ) -> None:
@@ -121,7 +128,7 @@ class CommitLayout:
 
 #: What :meth:`CommitLayout.transaction` returns.
 Layout = tuple[
-    list[tuple[Any, ...]], list[Entry | None], list[tuple[tuple[Any, ...], Entry | None]]
+    list[tuple[Any, ...] | bytes], list[Entry | None], list[tuple[tuple[Any, ...], Entry | None]]
 ]
 
 
@@ -318,13 +325,13 @@ class Committing(WorkerState):
         wanted = self.cfg.min_replicas_ack
         if wanted:
             wait = (wanted, self.cfg.min_replicas_timeout_ms)
-            *replies, replicas = await send_transaction(self.redis, commands, wait)
+            *replies, replicas = await send_transaction(self.redis, self.stream, commands, wait)
             if isinstance(replicas, Exception) or int(replicas) < wanted:
                 metrics.REPLICATION_SHORT.inc()
                 log.warning("a commit reached %s of %d replicas within %d ms (min_replicas_ack)",
                             replicas, wanted, wait[1])  # fmt: skip
         else:
-            replies = await send_transaction(self.redis, commands)
+            replies = await send_transaction(self.redis, self.stream, commands)
         for owner, reply in zip(owners, replies, strict=False):
             if isinstance(reply, Exception):
                 self._refused(owner, reply, failed)

@@ -183,8 +183,6 @@ def _settle_heap() -> None:
     as the worker, so move it out of the garbage collector's sight (:func:`gc.freeze`)."""
     gc.collect()
     gc.freeze()
-    if os.environ.get("XGC"):
-        gc.set_threshold(*map(int, os.environ["XGC"].split(",")))
 
 
 async def _release(kernel: Kernel, server: Any, store: Any, handle: RedisHandle) -> None:

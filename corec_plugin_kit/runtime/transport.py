@@ -60,11 +60,47 @@ def slot_of(key: str | bytes) -> int:
     return int(key_slot(key.encode() if isinstance(key, str) else key))
 
 
+#: A result entry's fields after ``XADD stream [MAXLEN ~ n] *`` (docs/protocol.md): ``id``,
+#: ``action``, ``status``, ``payload``, as RESP bulk strings; ``%`` fills in the values.
+_RESULT_FIELDS = (
+    b"$2\r\nid\r\n$%d\r\n%b\r\n$6\r\naction\r\n$%d\r\n%b\r\n"
+    b"$6\r\nstatus\r\n$%d\r\n%b\r\n$7\r\npayload\r\n$%d\r\n%b\r\n"
+)
+#: codex's ``data`` field, after them, for a command that came in codex's form.
+_DATA_FIELD = b"$4\r\ndata\r\n$%d\r\n%b\r\n"
+
+
+def xadd_head(stream: str, trim: tuple[Any, ...]) -> tuple[int, bytes]:
+    """``XADD stream [MAXLEN ~ n] *`` packed without the array's length: (its argument count,
+    the bytes), for :func:`pack_result`."""
+    packed = pack(("XADD", stream, *trim, "*"))
+    return 3 + len(trim), packed[packed.index(b"\r\n") + 2 :]
+
+
+def pack_result(
+    head: tuple[int, bytes], key: str, action: str, status: str, payload: bytes, data: bytes | None
+) -> bytes:
+    """A result entry's XADD, packed: what ``pack(("XADD", stream, *trim, "*", "id", key,
+    "action", action, "status", status, "payload", payload[, "data", data]))`` gives, in a
+    third of the time (one ``%`` on bytes; the stream's part packed once, by :func:`xadd_head`)."""
+    k, a, s = key.encode(), action.encode(), status.encode()
+    fields = _RESULT_FIELDS % (len(k), k, len(a), a, len(s), s, len(payload), payload)
+    count, packed_head = head
+    if data is None:
+        return b"*%d\r\n%b%b" % (count + 8, packed_head, fields)
+    return b"*%d\r\n%b%b%b" % (count + 10, packed_head, fields, _DATA_FIELD % (len(data), data))
+
+
 async def send_transaction(
-    redis: Any, commands: list[tuple[Any, ...]], wait: tuple[int, int] | None = None
+    redis: Any,
+    key: str,
+    commands: list[tuple[Any, ...] | bytes],
+    wait: tuple[int, int] | None = None,
 ) -> list[Any]:
-    """Send ``commands`` (``MULTI``, the queued commands, ``EXEC``) packed, on one pooled
-    connection; return EXEC's replies (a command's error as an exception object).
+    """Send ``commands`` (``MULTI``, the queued commands, ``EXEC``; each a tuple of arguments
+    or already packed) on one pooled connection; return EXEC's replies (a command's error as
+    an exception object). ``key`` is one the commands write: on a cluster, its slot's master
+    gets the transaction.
 
     Raises the first queuing error when EXEC aborted (nothing took effect), and a transient
     error (see :data:`TRANSIENT_REDIS`) when the connection fails; the connection is dropped.
@@ -80,7 +116,7 @@ async def send_transaction(
         commands = [*commands, ("WAIT", *wait)]
     waited = wait is not None
     return await _on_connection(
-        redis, commands[1][1], lambda conn: _transaction(conn, commands, waited=waited)
+        redis, key, lambda conn: _transaction(conn, commands, waited=waited)
     )
 
 
@@ -161,8 +197,10 @@ async def _on_connection(redis: Any, key: str, work: Callable[[Any], Awaitable[T
         node.release(conn)
 
 
-async def _transaction(conn: Any, commands: list[tuple[Any, ...]], *, waited: bool) -> list[Any]:
-    data = b"".join([pack(command) for command in commands])
+async def _transaction(
+    conn: Any, commands: list[tuple[Any, ...] | bytes], *, waited: bool
+) -> list[Any]:
+    data = b"".join([c if type(c) is bytes else pack(c) for c in commands])  # type: ignore[arg-type]
     # redis-py wraps each read in a timeout context; read the already-buffered +QUEUED
     # replies through its parser directly when it has one, under one timeout for all.
     parser = getattr(conn, "_parser", None)

@@ -6,8 +6,13 @@ a circuit breaker on a fake clock (the breaker is in-memory; the clock is the on
 
 from __future__ import annotations
 
+from typing import Any
+
+import hiredis
 import orjson
 import pytest
+from hypothesis import given
+from hypothesis import strategies as st
 
 from corec_plugin_kit.config import KernelConfig
 from corec_plugin_kit.envelopes import DEAD_LETTER_FIELDS, failed_envelope, result_envelope
@@ -25,7 +30,7 @@ from corec_plugin_kit.runtime.breaker import CircuitBreaker
 from corec_plugin_kit.runtime.commit import CommitLayout
 from corec_plugin_kit.runtime.policy import ReplyRules, Step, exhausted, parse_entry, settle
 from corec_plugin_kit.runtime.state import Entry
-from corec_plugin_kit.runtime.transport import slot_of
+from corec_plugin_kit.runtime.transport import pack, pack_result, slot_of, xadd_head
 
 DLS = "corec_dead_letters"
 
@@ -138,14 +143,25 @@ def finished(entry_id: str, *, dead: bool = False, reply_to: str | None = None) 
     return entry
 
 
+def unpacked(command: tuple[Any, ...] | bytes) -> tuple[Any, ...]:
+    """A queued command as its arguments: a packed one is read back (as text)."""
+    if not isinstance(command, bytes):
+        return command
+    reader = hiredis.Reader()
+    reader.feed(command)
+    return tuple(arg.decode() for arg in reader.gets())
+
+
 def test_commit_layout_one_transaction_per_batch() -> None:
     layout = CommitLayout.of(KernelConfig(stream_maxlen=1000), "c1")
     a, b = finished("1-0"), finished("2-0", dead=True, reply_to="mine")
     commands, owners, outside = layout.transaction([a, b], "2026-01-01T00:00:00")
     assert outside == []  # not a cluster: one transaction holds everything
-    names = [c[0] for c in commands]
+    names = [unpacked(c)[0] for c in commands]
     assert names == ["MULTI", "XADD", "XADD", "XADD", "XACK", "EXEC"]
-    assert commands[1][1] == "corec_responses" and commands[1][2:5] == ("MAXLEN", "~", 1000)
+    result = unpacked(commands[1])  # a result to stream_out comes packed
+    assert result[:6] == ("XADD", "corec_responses", "MAXLEN", "~", "1000", "*")
+    assert result[6:] == ("id", "1-0", "action", "echo", "status", "ok", "payload", "{...}")
     assert commands[2][1] == DLS  # b's dead letter before its result
     assert commands[3][1] == "mine"
     assert commands[4] == ("XACK", "corec_commands", "corec", "1-0", "2-0")
@@ -154,6 +170,29 @@ def test_commit_layout_one_transaction_per_batch() -> None:
     assert set(DEAD_LETTER_FIELDS) <= set(dead_fields)
     assert dead_fields[b"payload"] == b"{}" and dead_fields[b"deliveries"] == "2"
     assert orjson.loads(dead_fields[b"error"])["type"] == "handler_error"
+
+
+_text = st.text(st.characters(blacklist_categories=("Cs",)), max_size=300)
+
+
+@given(
+    stream=_text.filter(bool),
+    maxlen=st.one_of(st.none(), st.integers(1, 2**40)),
+    key=_text,
+    action=_text,
+    status=st.sampled_from(["ok", "error"]),
+    payload=st.binary(max_size=2000),
+    data=st.one_of(st.none(), st.binary(max_size=500)),
+)
+def test_a_packed_result_is_what_packing_its_arguments_gives(
+    stream: str, maxlen: int | None, key: str, action: str, status: str, payload: bytes,
+    data: bytes | None,
+) -> None:  # fmt: skip
+    trim = ("MAXLEN", "~", maxlen) if maxlen else ()
+    args = ("XADD", stream, *trim, "*", "id", key, "action", action, "status", status,
+            "payload", payload) + (("data", data) if data is not None else ())  # fmt: skip
+    packed = pack_result(xadd_head(stream, trim), key, action, status, payload, data)
+    assert packed == pack(args)
 
 
 def test_result_envelope_is_the_documented_shape() -> None:
@@ -177,7 +216,7 @@ def test_commit_layout_on_a_cluster_keeps_one_slot_per_transaction() -> None:
     a, b = finished("1-0"), finished("2-0", dead=True, reply_to="elsewhere")
     assert slot_of("elsewhere") != layout.slot
     commands, owners, outside = layout.transaction([a, b], "now")
-    assert [(c[0], c[1]) for c in commands[1:-1]] == [
+    assert [unpacked(c)[:2] for c in commands[1:-1]] == [
         ("XADD", "{k}:out"),
         ("XADD", "{k}:dead"),
         ("XACK", "{k}:in"),
@@ -187,3 +226,9 @@ def test_commit_layout_on_a_cluster_keeps_one_slot_per_transaction() -> None:
     # Not a cluster: the same batch is one transaction.
     _, _, outside = CommitLayout.of(cfg, "c1").transaction([a, b], "now")
     assert outside == []
+    # stream_out in another slot: its results go first, on their own, too.
+    apart = CommitLayout.of(cfg.model_copy(update={"stream_out": "out"}), "c1", cluster=True)
+    assert slot_of("out") != apart.slot
+    commands, owners, outside = apart.transaction([a], "now")
+    assert [unpacked(c)[0] for c in commands] == ["MULTI", "XACK", "EXEC"] and owners == []
+    assert [(c[1], owner) for c, owner in outside] == [("out", a)]
