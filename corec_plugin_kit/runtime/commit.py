@@ -9,6 +9,7 @@ record the database refuses, a reply stream Redis refuses each become that entry
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import logging
 from dataclasses import dataclass
@@ -61,9 +62,10 @@ class CommitLayout:
         trim = ("MAXLEN", "~", cfg.stream_maxlen) if cfg.stream_maxlen else ()
         own = streams or stream_sets(cfg)[0]
         slot = slot_of(own.stream_in) if cluster else None
+        apart = cluster and slot_of(own.stream_out) != slot  # its results go on their own
         return cls(
             own.stream_in, cfg.group, consumer, own.stream_out, own.dead_letter_stream, trim, slot,
-            None if cluster and slot_of(own.stream_out) != slot else xadd_head(own.stream_out, trim),
+            None if apart else xadd_head(own.stream_out, trim),
         )  # fmt: skip
 
     def dead_letter(self, entry: Entry, failed_at: str) -> list[Any]:
@@ -144,32 +146,76 @@ class Committing(WorkerState):
     """Writes finished entries' records, results and dead letters, and acknowledges them."""
 
     async def _commit_loop(self) -> None:
-        while True:
-            if not self._done:
-                if self._stopping.is_set() and not self.inflight:
-                    return  # shutting down and nothing left to commit
-                await self._done_event.wait()
-                self._done_event.clear()
-                continue
-            batch, self._done = self._done, []
-            self._committing = len(batch)
-            inflight, committing = self.inflight, set()
-            for entry in batch:
-                inflight.pop(entry.entry_id, None)
-                if entry.ack:
-                    committing.add(entry.entry_id)
-            self._committing_ids = committing
-            try:
-                durable = await self._commit(batch)
-            finally:
-                self._committing = 0
-                self._committing_ids = set()
-                if self._keys:  # command keys are tracked with records on only
-                    for entry in batch:
-                        self._release_key(entry)
-            if durable:
-                self._count(batch)
-            self._room.set()
+        """Commit what finished, batch after batch, until stopped with nothing in flight.
+
+        With records on, the commit is a pipeline of two steps: the records of a batch are
+        written while the previous batch's transaction is on its way (:meth:`_send_after`);
+        each transaction still waits for its own batch's records, and for the one before it.
+        """
+        sending: asyncio.Task[None] | None = None  # the previous batch's transaction
+        try:
+            while True:
+                if sending is not None and sending.done():
+                    sending.result()  # re-raise a commit failure (it woke the loop)
+                    sending = None
+                if not self._done:
+                    if self._stopping.is_set() and not self.inflight:
+                        if sending is not None:
+                            await sending
+                        return  # shutting down and nothing left to commit
+                    await self._done_event.wait()
+                    self._done_event.clear()
+                    continue
+                batch, acked = self._take_batch()
+                if self.store is None:
+                    await self._send_after(batch, acked, None, True)
+                    continue
+                recorded = await self._write_records(acked) if acked else True
+                sending = asyncio.ensure_future(self._send_after(batch, acked, sending, recorded))
+                sending.add_done_callback(self._wake_on_failure)
+        finally:
+            if sending is not None and not sending.done():
+                sending.cancel()  # the loop failed or was cancelled: so is its last send
+
+    def _wake_on_failure(self, sending: asyncio.Task[None]) -> None:
+        if not sending.cancelled() and sending.exception() is not None:
+            self._done_event.set()
+
+    def _take_batch(self) -> tuple[list[Entry], list[Entry]]:
+        """Everything finished, now being committed; and those of it to acknowledge."""
+        batch, self._done = self._done, []
+        inflight, acked = self.inflight, []
+        for entry in batch:
+            inflight.pop(entry.entry_id, None)
+            if entry.ack:
+                acked.append(entry)
+        self._committing += len(batch)
+        self._committing_ids.update(entry.entry_id for entry in acked)
+        return batch, acked
+
+    async def _send_after(
+        self,
+        batch: list[Entry],
+        acked: list[Entry],
+        previous: asyncio.Task[None] | None,
+        recorded: bool,
+    ) -> None:
+        """Once ``previous`` (the last batch's send) is done, send this batch's results and
+        acknowledgement if its records are written (``recorded``); then let the entries go."""
+        durable = False
+        try:
+            if previous is not None:
+                await previous
+            durable = recorded and (not acked or await self._send_results(acked))
+        finally:
+            self._committing -= len(batch)
+            self._committing_ids.difference_update(entry.entry_id for entry in acked)
+            if self._keys:  # command keys are tracked with records on only
+                for entry in batch:
+                    self._release_key(entry)
+        if durable:
+            self._count(batch)
+        self._room.set()
 
     def _count(self, batch: list[Entry]) -> None:
         acked = [entry for entry in batch if entry.ack]
@@ -184,13 +230,9 @@ class Committing(WorkerState):
         if self.budget is not None:
             self.budget.spend(len(acked))
 
-    async def _commit(self, batch: list[Entry]) -> bool:
-        """Record, then MULTI(result XADDs, dead-letter XADDs, XACK). True once durable."""
-        acked = [e for e in batch if e.ack]
-        if not acked:
-            return True
-        if self.store is not None and not await self._write_records(acked):
-            return False
+    async def _send_results(self, acked: list[Entry]) -> bool:
+        """MULTI(result XADDs, dead-letter XADDs, XACK), retried while Redis is away; True
+        once durable, False when shutdown cut the retries short."""
         attempt = 0
         while True:
             try:

@@ -235,3 +235,39 @@ async def test_nothing_is_acknowledged_or_answered_before_its_record_is_written(
     assert {f"held{i}" for i in range(20)} <= set(got)
     assert await pending(corec_redis, stream, group) == 0
     assert len(await all_records(kernel)) == 21
+
+
+async def test_a_refused_commit_stops_the_worker_with_records_on(
+    echo_kernel: Any,
+    corec_redis: Any,
+    corec_redis_url: str,
+    corec_streams: dict[str, Any],
+    corec_worker: Any,
+    database_url: str,
+) -> None:
+    """With records on, a batch's transaction is sent while the next batch's records are
+    written; a transaction Redis refuses (here a user without XACK: NOPERM when queued, so
+    EXEC aborts) still stops the worker with the error, and nothing is acknowledged."""
+    from urllib.parse import urlsplit
+
+    from redis.exceptions import ResponseError
+
+    stream, group = corec_streams["stream_in"], corec_streams["group"]
+    user = f"noack-{group}"
+    await corec_redis.execute_command(
+        "ACL", "SETUSER", user, "on", ">pw", "~*", "&*", "+@all", "-xack"
+    )
+    try:
+        for i in range(600):
+            await corec_redis.xadd(stream, payload("echo", {"n": i}, id=f"r{i}"))
+        where = urlsplit(corec_redis_url)
+        url = f"redis://{user}:pw@{where.hostname}:{where.port or 6379}{where.path}"
+        kernel = echo_kernel(records=True, database_url=database_url, redis_url=url, batch_size=100)
+        with pytest.raises(ResponseError, match=r"EXECABORT|NOPERM|permission"):
+            await asyncio.wait_for(corec_worker(kernel), timeout=60)
+    finally:
+        await corec_redis.execute_command("ACL", "DELUSER", user)
+    (info,) = [g for g in await corec_redis.xinfo_groups(stream) if g["name"].decode() == group]
+    assert info["entries-read"] > 0
+    assert info["pending"] == info["entries-read"]  # whatever was delivered, none acknowledged
+    assert await corec_redis.xlen(corec_streams["stream_out"]) == 0
