@@ -2,7 +2,8 @@
 
 Per batch: the records are written (one round trip), then one transaction sends each entry's
 dead letter (if any) and result, and one XACK for the batch. An entry is acknowledged only after
-its record and result are durable. If the database or Redis is down the batch is held (its
+its record and result are durable; with records on, one batch's records are written while the
+previous batch's transaction is on its way. If the database or Redis is down the batch is held (its
 claims renewed) and retried with capped backoff. What an entry contains is confined to it: a
 record the database refuses, a reply stream Redis refuses each become that entry's dead letter.
 """
