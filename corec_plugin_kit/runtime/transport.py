@@ -200,7 +200,7 @@ async def _on_connection(redis: Any, key: str, work: Callable[[Any], Awaitable[T
 async def _transaction(
     conn: Any, commands: list[tuple[Any, ...] | bytes], *, waited: bool
 ) -> list[Any]:
-    data = b"".join([c if type(c) is bytes else pack(c) for c in commands])  # type: ignore[arg-type]
+    data = b"".join([c if isinstance(c, bytes) else pack(c) for c in commands])
     # redis-py wraps each read in a timeout context; read the already-buffered +QUEUED
     # replies through its parser directly when it has one, under one timeout for all.
     parser = getattr(conn, "_parser", None)
