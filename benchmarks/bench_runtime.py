@@ -181,19 +181,23 @@ def worker_env(
     return env
 
 
-def run_children(cmds: list[tuple[list[str], dict[str, str]]], cwd: Path = ROOT) -> int:
-    """Run the commands at once; returns the largest max RSS (KiB) among them."""
+def run_children(
+    cmds: list[tuple[list[str], dict[str, str]]], cwd: Path = ROOT
+) -> tuple[int, float]:
+    """Run the commands at once; returns the largest max RSS (KiB) among them and the CPU
+    seconds (user + system) they used together."""
     # `python -m` puts the working directory first on sys.path: a --before tree's kernel is
     # imported only when the worker starts in that tree.
     procs = [subprocess.Popen(cmd, env=env, cwd=cwd) for cmd, env in cmds]
-    rss = 0
+    rss, cpu = 0, 0.0
     for proc in procs:
         _pid, status, usage = os.wait4(proc.pid, 0)
         proc.returncode = os.waitstatus_to_exitcode(status)
         if proc.returncode != 0:
             raise SystemExit(f"worker exited {proc.returncode}: {proc.args}")
         rss = max(rss, usage.ru_maxrss)
-    return rss
+        cpu += usage.ru_utime + usage.ru_stime
+    return rss, cpu
 
 
 def server_cpu(r: syncredis.Redis) -> float:
@@ -206,48 +210,71 @@ def server_cpu(r: syncredis.Redis) -> float:
     return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
 
+def workers_of(
+    kind: str, streams: dict[str, str], state: str
+) -> tuple[list[tuple[list[str], dict[str, str]]], Path]:
+    """The processes of one scenario (command and environment each), and where they start."""
+    if kind == "raw":
+        cmd = [sys.executable, __file__, "--raw-worker", REDIS_URL, streams["stream_in"],
+               streams["group"], streams["stream_out"]]  # fmt: skip
+        return [(cmd, dict(os.environ))], ROOT
+    tree = BEFORE[0] if kind.startswith("before:") else ROOT
+    base = kind.removeprefix("before:")
+    lookup = not base.endswith("_nolookup")
+    base = base.removesuffix("_nolookup")
+    # "workers2", "sqlite_workers2": one `corec-kit run --workers 2` (a supervisor).
+    supervised = base.endswith("workers2")
+    base = base.removesuffix("workers2").removesuffix("_") or "kernel"
+    off = ("kernel", "two_workers", "wrapped", "traced", "policy", "rate_limited",
+           "figures_off")  # fmt: skip
+    records = "off" if base in off else base
+    env = worker_env(streams, records, state, tree)
+    if base == "wrapped":  # one trivial corec_command wrapper (tests/passthrough_proc.py)
+        env["COREC_PLUGINS"] += ",passthrough_proc"
+        env["COREC_LOAD_PROCESSORS"] += ",passthrough_proc"
+    if base == "traced":  # docs/operations.md, "Tracing"
+        env["COREC_PLUGINS"] += ",corec_plugin_kit.tracing"
+        env["COREC_LOAD_PROCESSORS"] += ",tracing"
+        env["OTEL_TRACES_EXPORTER"] = "none"
+    if base == "figures_off":  # docs/operations.md, "Worker figures"
+        env["COREC_KERNEL__PUBLISH_FIGURES"] = "false"
+    if base in POLICIES:
+        env["COREC_KERNEL__ACTION_POLICIES"] = json.dumps({"echo": POLICIES[base]})
+    if not lookup:
+        env["COREC_KERNEL__REPLAY_FINISHED"] = "false"
+    cmd = [*CORE_KIT, "run", "--burst", "-q"]
+    if supervised:
+        return [([*cmd, "--workers", "2", "--consumer", "w"], env)], tree
+    count = 2 if kind == "two_workers" else 1
+    return [([*cmd, "--consumer", f"w{i}"], env) for i in range(count)], tree
+
+
+#: Per scenario, per round: the workers' CPU microseconds per command.
+CPU_US: dict[str, list[float]] = {}
+
+#: Per scenario: the CPU seconds its processes use to start and stop with nothing to do,
+#: taken off what they use on a drain (measured once per run, on empty streams).
+IDLE_CPU: dict[str, float] = {}
+
+
+def idle_cpu(kind: str, r: syncredis.Redis) -> float:
+    if kind not in IDLE_CPU:
+        streams = names()
+        with tempfile.TemporaryDirectory() as state:
+            cmds, cwd = workers_of(kind, streams, state)
+            IDLE_CPU[kind] = run_children(cmds, cwd)[1]
+        r.delete(*streams.values())
+    return IDLE_CPU[kind]
+
+
 def scenario(kind: str, n: int, r: syncredis.Redis) -> dict[str, Any]:
+    idle = idle_cpu(kind, r)
     streams = names()
     preload(r, streams["stream_in"], n, traced=kind == "traced")
     cpu_before = server_cpu(r)
     with tempfile.TemporaryDirectory() as state:
-        if kind == "raw":
-            cmd = [sys.executable, __file__, "--raw-worker", REDIS_URL, streams["stream_in"],
-                   streams["group"], streams["stream_out"]]  # fmt: skip
-            rss = run_children([(cmd, dict(os.environ))])
-        else:
-            tree = BEFORE[0] if kind.startswith("before:") else ROOT
-            base = kind.removeprefix("before:")
-            lookup = not base.endswith("_nolookup")
-            base = base.removesuffix("_nolookup")
-            # "workers2", "sqlite_workers2": one `corec-kit run --workers 2` (a supervisor).
-            supervised = base.endswith("workers2")
-            base = base.removesuffix("workers2").removesuffix("_") or "kernel"
-            off = ("kernel", "two_workers", "wrapped", "traced", "policy", "rate_limited",
-                   "figures_off")  # fmt: skip
-            records = "off" if base in off else base
-            env = worker_env(streams, records, state, tree)
-            if base == "wrapped":  # one trivial corec_command wrapper (tests/passthrough_proc.py)
-                env["COREC_PLUGINS"] += ",passthrough_proc"
-                env["COREC_LOAD_PROCESSORS"] += ",passthrough_proc"
-            if base == "traced":  # docs/operations.md, "Tracing"
-                env["COREC_PLUGINS"] += ",corec_plugin_kit.tracing"
-                env["COREC_LOAD_PROCESSORS"] += ",tracing"
-                env["OTEL_TRACES_EXPORTER"] = "none"
-            if base == "figures_off":  # docs/operations.md, "Worker figures"
-                env["COREC_KERNEL__PUBLISH_FIGURES"] = "false"
-            if base in POLICIES:
-                env["COREC_KERNEL__ACTION_POLICIES"] = json.dumps({"echo": POLICIES[base]})
-            if not lookup:
-                env["COREC_KERNEL__REPLAY_FINISHED"] = "false"
-            cmd = [*CORE_KIT, "run", "--burst", "-q"]
-            if supervised:
-                rss = run_children([([*cmd, "--workers", "2", "--consumer", "w"], env)], tree)
-            else:
-                count = 2 if kind == "two_workers" else 1
-                rss = run_children(
-                    [([*cmd, "--consumer", f"w{i}"], env) for i in range(count)], tree
-                )
+        cmds, cwd = workers_of(kind, streams, state)
+        rss, cpu = run_children(cmds, cwd)
         rate = drain_rate(r, streams["stream_out"], n)
         pending = r.xpending(streams["stream_in"], streams["group"])["pending"]
         if pending:
@@ -255,7 +282,10 @@ def scenario(kind: str, n: int, r: syncredis.Redis) -> dict[str, Any]:
     # Redis' share of a core while draining: on 2 cores it bounds what more workers can gain.
     redis_cpu = (server_cpu(r) - cpu_before) / (n / rate)
     r.delete(*streams.values())
-    return {"rate": rate, "rss_mib": rss / 1024, "redis_cpu": redis_cpu}
+    # The workers' CPU per command: steadier than the rate on a shared machine, where the
+    # rate also moves with what the neighbours take.
+    cpu_us = max(cpu - idle, 0.0) / n * 1e6
+    return {"rate": rate, "rss_mib": rss / 1024, "redis_cpu": redis_cpu, "cpu_us": cpu_us}
 
 
 def latency(rate: int, seconds: float, r: syncredis.Redis, records: str) -> dict[str, Any]:
@@ -374,6 +404,7 @@ def run_rounds(
             if kind in wanted:
                 res = scenario(kind, n, r)
                 round_rates[kind] = res["rate"]
+                CPU_US.setdefault(kind, []).append(res["cpu_us"])
                 best = results.get(kind)
                 if best is None or res["rate"] > best["rate"]:
                     results[kind] = res
@@ -424,7 +455,7 @@ def check_targets(results: dict[str, Any], ratios: dict[str, list[float]]) -> li
 def report(results: dict[str, Any], ratios: dict[str, list[float]]) -> None:
     print(
         f"{'scenario':<18} {'best cmd/s':>10} {'x raw (median)':>15} {'per round':>24}"
-        f" {'RSS MiB':>8} {'Redis CPU':>10}"
+        f" {'RSS MiB':>8} {'Redis CPU':>10} {'CPU µs/cmd':>11}"
     )
     for kind in ORDER:
         if kind in results:
@@ -434,9 +465,10 @@ def report(results: dict[str, Any], ratios: dict[str, list[float]]) -> None:
             rounds = " ".join(f"{x:.2f}" for x in got)
             res["ratio_median"] = statistics.median(got) if got else None
             res["ratios"] = got
+            res["cpu_us_median"] = cpu = statistics.median(CPU_US[kind])
             print(
                 f"{kind:<18} {res['rate']:>10.0f} {median:>15} {rounds:>24}"
-                f" {res['rss_mib']:>8.1f} {res['redis_cpu']:>9.0%}"
+                f" {res['rss_mib']:>8.1f} {res['redis_cpu']:>9.0%} {cpu:>11.1f}"
             )
     for kind, base in PAIRS:
         got = ratios.get(f"{kind} / {base}")
@@ -444,6 +476,10 @@ def report(results: dict[str, Any], ratios: dict[str, list[float]]) -> None:
             rounds = " ".join(f"{x:.2f}" for x in got)
             print(f"{kind} / {base}: median {statistics.median(got):.2f}x (rounds: {rounds})")
             results[f"{kind} / {base}"] = {"median": statistics.median(got), "ratios": got}
+            if kind in CPU_US and base in CPU_US:
+                cpus = [a / b for a, b in zip(CPU_US[kind], CPU_US[base], strict=True)]
+                print(f"  CPU per command: median {statistics.median(cpus):.2f}x "
+                      f"(rounds: {' '.join(f'{x:.2f}' for x in cpus)})")  # fmt: skip
             target = TARGETS.get((kind, base))
             if target is not None:
                 median = statistics.median(got)

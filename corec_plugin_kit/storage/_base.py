@@ -207,11 +207,16 @@ def refuses_content(exc: BaseException) -> bool:
     never succeed, while the rest of its batch can.
 
     PostgreSQL: SQLSTATE classes 22 (data exception) and 23 (integrity constraint violation);
-    SQLite: IntegrityError and DataError; either: a value Python could not convert.
+    SQLite: IntegrityError, DataError and a parameter it cannot bind; either: a value Python
+    could not convert (an integer too large for its column, say).
     """
     import sqlite3
 
-    if isinstance(exc, (sqlite3.IntegrityError, sqlite3.DataError, TypeError, ValueError)):
+    content = (sqlite3.IntegrityError, sqlite3.DataError, TypeError, ValueError, OverflowError)
+    if isinstance(exc, content):
+        return True
+    binding = (sqlite3.InterfaceError, sqlite3.ProgrammingError)  # before / since Python 3.11
+    if isinstance(exc, binding) and "binding parameter" in str(exc):
         return True
     state = getattr(exc, "sqlstate", None)
     return isinstance(state, str) and state[:2] in ("22", "23")

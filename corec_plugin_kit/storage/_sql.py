@@ -154,6 +154,11 @@ class Statements:
         self.record: RowReader = record_reader(dialect.read_ts)
         p = self.param
         cols = ", ".join(COLUMNS)
+        # The upsert around its rows (see upsert_from).
+        self._insert = f"INSERT INTO {TABLE} AS c ({cols})"
+        self._on_conflict = (
+            f"ON CONFLICT (command_key) DO UPDATE SET {upsert_assignments(dialect.greatest)}"
+        )
         select = f"SELECT {cols} FROM {TABLE}"
         # schema
         self.create_version_table = self.ddl(VERSION_TABLE_DEF)
@@ -172,6 +177,9 @@ class Statements:
         self._find_ok = f"{select} WHERE status = 'ok' AND command_key"
         self._find_ok_any = f"{self._find_ok} = ANY({p(1)}::text[])" if dialect.arrays else ""
         self._find_ok_in: dict[int, str] = {}
+        #: Parameters per row of a record (:data:`~._schema.COLUMNS`).
+        self.row_width = len(COLUMNS)
+        self._row_places = f"({', '.join(['?'] * len(COLUMNS))})"
         self._queries = {
             flags: self._recent(select, flags)
             for flags in itertools.product((False, True), repeat=4)
@@ -214,10 +222,7 @@ class Statements:
 
     def upsert_from(self, source: str) -> str:
         """Upsert of the rows ``source`` (``VALUES (...)`` or ``SELECT ...``) by the merge rule."""
-        return (
-            f"INSERT INTO {TABLE} AS c ({', '.join(COLUMNS)}) {source} "
-            f"ON CONFLICT (command_key) DO UPDATE SET {upsert_assignments(self.dialect.greatest)}"
-        )
+        return f"{self._insert} {source} {self._on_conflict}"
 
     def upsert_arrays(self) -> str:
         """Upsert of a whole batch as one array parameter per column (``unnest``).
@@ -235,17 +240,27 @@ class Statements:
         )
         return self.upsert_from(f"SELECT {values} FROM unnest({arrays}) AS t({', '.join(COLUMNS)})")
 
-    def upsert_json(self) -> str:
-        """Upsert of a whole batch as one parameter: the JSON array of its rows, each the array
-        of its values in :data:`~._schema.COLUMNS` order (SQLite's ``json_each``).
+    def upsert_rows(self, count: int) -> str:
+        """Upsert of ``count`` rows as one multi-row ``VALUES`` statement (SQLite's batch):
+        parameters in :data:`~._schema.COLUMNS` order, row after row.
 
-        One statement and one parameter per batch: the driver gives the GIL back once per
-        batch where ``executemany`` takes it back after every row, which, beside a busy event
-        loop, costs a switch interval per row.
+        One statement per batch: the driver gives the GIL back once per statement where
+        ``executemany`` takes it back after every row, which, beside a busy event loop, costs
+        a switch interval per row. Plain parameters, where a JSON batch (``json_each``) cost
+        the writer thread a parse of each row per column. The text is joined per call (a few
+        microseconds) rather than kept per count; the driver caches the prepared statements.
         """
-        values = ", ".join(f"json_extract(value, '$[{i}]')" for i in range(len(COLUMNS)))
-        # "WHERE true": SQLite's documented cure for INSERT ... SELECT ... ON CONFLICT.
-        return self.upsert_from(f"SELECT {values} FROM json_each({self.param(1)}) WHERE true")
+        if count < 1:
+            raise ValueError("a batch of rows holds at least one")
+        if self.dialect.numbered:
+            width = self.row_width
+            rows = ", ".join(
+                "(" + ", ".join(map(self.param, range(start + 1, start + width + 1))) + ")"
+                for start in range(0, count * width, width)
+            )
+            return self.upsert_from(f"VALUES {rows}")
+        rows = ", ".join(itertools.repeat(self._row_places, count))
+        return f"{self._insert} VALUES {rows} {self._on_conflict}"
 
     def upsert_json_values(self) -> str:
         """Upsert of a whole batch as one JSON parameter: the array of its rows, each the array

@@ -8,11 +8,12 @@ asyncio lock keeps this store's own tasks from interleaving statements inside on
 transaction on the shared connection.
 
 The worker's two hot calls go around it, each to a thread of its own with its own connection
-(:class:`_Lane`): ``write_batch`` sends a whole batch as one statement (one JSON parameter,
-``json_each``), which is one transaction by itself and takes the write lock when it starts, as
-``BEGIN IMMEDIATE`` does; ``find_ok`` reads while a commit waits for fsync. One hop to the
-thread and one statement per batch: ``sqlite3`` gives the GIL back around every statement it
-steps, and beside a busy event loop each time it takes it back costs up to a switch interval
+(:class:`_Lane`): ``write_batch`` sends a whole batch as one multi-row ``INSERT .. VALUES``
+statement, which is one transaction by itself and takes the write lock when it starts, as
+``BEGIN IMMEDIATE`` does (a batch past SQLite's parameter limit takes several, in one
+``BEGIN IMMEDIATE`` transaction); ``find_ok`` reads while a commit waits for fsync. One hop to
+the thread and one statement per batch: ``sqlite3`` gives the GIL back around every statement
+it steps, and beside a busy event loop each time it takes it back costs up to a switch interval
 (5 ms), so per-row statements crawled (measured in benchmarks/README.md).
 """
 
@@ -21,6 +22,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import sqlite3
+import sys
 from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from contextlib import asynccontextmanager
@@ -29,7 +31,6 @@ from pathlib import Path
 from typing import Any, TypeVar, cast
 
 import aiosqlite
-import orjson
 
 from ..errors import DatabaseUnavailable
 from ._base import Record
@@ -38,7 +39,6 @@ from ._store import SQLStore
 
 T = TypeVar("T")
 
-_UPSERT_JSON = SQLITE.upsert_json()
 #: A look-up of at most this many keys runs on the event loop's thread (see
 #: :meth:`SQLiteStore._read_inline`); a larger one, on its own thread, in parallel with the loop.
 INLINE_KEYS = 32
@@ -175,9 +175,28 @@ class SQLiteStore(SQLStore[aiosqlite.Connection]):
 
     async def _send(self, records: list[Record], now: datetime) -> None:
         row = self.sql.row
-        # A value orjson cannot encode is refused content (a TypeError).
-        batch = orjson.dumps([row(record, now) for record in records])
-        await self._writer.run(lambda conn: conn.execute(_UPSERT_JSON, (batch,)).close())
+        values = [value for record in records for value in row(record, now)]
+        await self._writer.run(lambda conn: self._upsert(conn, values, len(records)))
+
+    def _upsert(self, conn: sqlite3.Connection, values: list[Any], count: int) -> None:
+        """In the writer's thread: ``count`` rows (``values``, row after row) in one
+        statement; in a transaction of several when they hold more parameters than one
+        statement takes."""
+        per = max_rows(conn)
+        if count <= per:
+            conn.execute(self.sql.upsert_rows(count), values).close()
+            return
+        width = self.sql.row_width
+        conn.execute("BEGIN IMMEDIATE")
+        try:
+            for start in range(0, count, per):
+                part = values[start * width : (start + per) * width]
+                conn.execute(self.sql.upsert_rows(len(part) // width), part).close()
+            conn.execute("COMMIT")
+        except BaseException:
+            with contextlib.suppress(sqlite3.Error):
+                conn.execute("ROLLBACK")
+            raise
 
     async def _lookup(self, statements: list[tuple[str, Sequence[Any]]]) -> list[Any]:
         def read(conn: sqlite3.Connection) -> list[Any]:
@@ -247,6 +266,16 @@ class SQLiteStore(SQLStore[aiosqlite.Connection]):
             conn.close()
             raise self._unavailable(exc) from exc
         return conn
+
+
+def max_rows(conn: sqlite3.Connection) -> int:
+    """Rows one statement can take as parameters on ``conn`` (SQLite's bound-parameter
+    limit: 32766 since 3.32, 999 before; 250,000 in some builds)."""
+    if sys.version_info >= (3, 11):
+        limit = conn.getlimit(sqlite3.SQLITE_LIMIT_VARIABLE_NUMBER)
+    else:
+        limit = 32766 if sqlite3.sqlite_version_info >= (3, 32) else 999
+    return max(1, limit // SQLITE.row_width)
 
 
 class _Lane:

@@ -45,6 +45,10 @@ def test_migrations_create_every_column_of_the_logical_schema(sql: Statements) -
 @DIALECTS
 def test_every_statement_takes_as_many_parameters_as_it_is_given(sql: Statements) -> None:
     assert placeholders(sql, sql.upsert) == len(COLUMNS)
+    for count in (1, 3, 500):
+        assert placeholders(sql, sql.upsert_rows(count)) == count * len(COLUMNS)
+    with pytest.raises(ValueError, match="at least one"):
+        sql.upsert_rows(0)
     assert placeholders(sql, sql.get) == 1
     assert placeholders(sql, sql.record_version) == 1
     assert placeholders(sql, sql.purge) == len(sql.purge_args(FINISHED, 10))

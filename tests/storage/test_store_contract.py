@@ -3,13 +3,17 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import random
+import sqlite3
 from datetime import datetime, timedelta, timezone
 from typing import Any
 
+import pytest
 from storage_helpers import old, rec, sibling, total
 
-from corec_plugin_kit.storage import Record, RecordStore
+from corec_plugin_kit.storage import Record, RecordStore, SQLiteStore, refuses_content
+from corec_plugin_kit.storage._sqlite import max_rows
 
 
 async def test_get_unknown_key_is_none(corec_store: RecordStore) -> None:
@@ -175,6 +179,45 @@ async def test_a_batch_mixing_plain_and_careful_values_keeps_each(
     assert stored is not None and stored.result == {"big": 2**70, "neg": -(2**70)}
     beside = await corec_store.get("beside-huge")
     assert beside is not None and beside.result == "text"
+
+
+async def test_a_batch_over_one_statement_s_parameters_is_written_whole_or_not_at_all(
+    corec_store: RecordStore,
+) -> None:
+    """SQLite takes a bounded number of parameters in a statement (250,000 in this build,
+    32,766 by default), so a larger batch goes in several statements: they must still commit
+    together. A record the database refuses (NOT NULL) at the end of such a batch leaves none
+    of the batch behind, and the error says it is about the content (the worker then writes
+    the batch one by one)."""
+    n = 25_000
+    if isinstance(corec_store, SQLiteStore):
+        with contextlib.closing(sqlite3.connect(":memory:")) as conn:
+            assert n > max_rows(conn), "the batch fits one statement: make it larger"
+    await corec_store.write_batch([rec(f"a{i}", params={"i": i}) for i in range(n)])
+    assert await total(corec_store) == n
+    assert (await corec_store.find_ok([f"a{n - 1}"]))[f"a{n - 1}"].params == {"i": n - 1}
+    refused = [*(rec(f"b{i}") for i in range(n - 1)), rec("b-last", action=None)]
+    with pytest.raises(Exception) as caught:  # noqa: PT011 - the driver's own error
+        await corec_store.write_batch(refused)
+    assert refuses_content(caught.value), caught.value
+    assert await total(corec_store) == n
+    assert await corec_store.get("b0") is None
+
+
+async def test_a_value_a_column_cannot_hold_is_refused_content(corec_store: RecordStore) -> None:
+    """What the kernel puts in a row's plain columns is its own, but a value one cannot hold
+    must still be classed as the record's content (the worker then dead-letters that entry
+    alone) rather than an outage (the batch held and retried forever). PostgreSQL stores an
+    object's text where a text column has one (the JSON batch's fallback); SQLite cannot bind
+    it."""
+    bad_ones = [rec("big", deliveries=2**70)]
+    if isinstance(corec_store, SQLiteStore):
+        bad_ones.append(rec("odd", processor=object()))
+    for bad in bad_ones:
+        with pytest.raises(Exception) as caught:  # noqa: PT011 - the driver's own error
+            await corec_store.write_batch([rec("fine"), bad])
+        assert refuses_content(caught.value), repr(caught.value)
+    assert await corec_store.get("fine") is None
 
 
 async def test_large_json_of_one_megabyte(corec_store: RecordStore) -> None:
