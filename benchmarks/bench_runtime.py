@@ -42,6 +42,7 @@ import statistics
 import subprocess
 import sys
 import tempfile
+import threading
 import time
 import uuid
 from pathlib import Path
@@ -135,7 +136,9 @@ def preload(r: syncredis.Redis, stream: str, n: int, traced: bool = False) -> No
     pipe.execute()
 
 
-def drain_rate(r: syncredis.Redis, out: str, n: int) -> float:
+def drain_rate(r: syncredis.Redis, out: str, n: int, span: bool = False) -> Any:
+    """Commands per second from the first result entry to the last (their ids: the server's
+    clock); with ``span``, also those two times, in seconds."""
     first = r.xrange(out, count=1)
     last = r.xrevrange(out, count=1)
     got = r.xlen(out)
@@ -143,7 +146,8 @@ def drain_rate(r: syncredis.Redis, out: str, n: int) -> float:
         raise SystemExit(f"expected {n} results on {out}, found {got}")
     t0 = int(first[0][0].split(b"-")[0])
     t1 = int(last[0][0].split(b"-")[0])
-    return (n - 1) / max(t1 - t0, 1) * 1000
+    rate = (n - 1) / max(t1 - t0, 1) * 1000
+    return (rate, (t0 / 1000, t1 / 1000)) if span else rate
 
 
 #: The echo action's policy in the "policy" and "rate_limited" scenarios: retries and a
@@ -184,23 +188,69 @@ def worker_env(
     return env
 
 
+class CpuSampler(threading.Thread):
+    """Samples the CPU seconds (user + system) of some processes and of their children, with
+    the wall-clock time, every 10 ms, so that the CPU of the drain alone can be read off."""
+
+    def __init__(self, pids: list[int]) -> None:
+        super().__init__(daemon=True)
+        self.pids = pids
+        self.samples: list[tuple[float, float]] = []
+        self.done = threading.Event()
+
+    def run(self) -> None:
+        while not self.done.wait(0.01):
+            self.samples.append((time.time(), sum(map(process_cpu, self._tree()))))
+
+    def _tree(self) -> list[int]:
+        pids, todo = [], list(self.pids)
+        while todo:
+            pid = todo.pop()
+            pids.append(pid)
+            with contextlib.suppress(OSError):
+                todo += map(int, Path(f"/proc/{pid}/task/{pid}/children").read_text().split())
+        return pids
+
+    def between(self, t0: float, t1: float) -> float:
+        """CPU seconds used from wall time ``t0`` to ``t1`` (the nearest samples)."""
+
+        def at(t: float) -> float:
+            return min(self.samples, key=lambda sample: abs(sample[0] - t))[1]
+
+        return at(t1) - at(t0) if self.samples else 0.0
+
+
+def process_cpu(pid: int) -> float:
+    """CPU seconds a live process has used, all its threads (0 once it is gone)."""
+    try:
+        fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    except OSError:
+        return 0.0
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
 def run_children(
     cmds: list[tuple[list[str], dict[str, str]]], cwd: Path = ROOT
-) -> tuple[int, float]:
-    """Run the commands at once; returns the largest max RSS (KiB) among them and the CPU
-    seconds (user + system) they used together."""
+) -> tuple[int, CpuSampler]:
+    """Run the commands at once; returns the largest max RSS (KiB) among them and the
+    samples of the CPU they used."""
     # `python -m` puts the working directory first on sys.path: a --before tree's kernel is
     # imported only when the worker starts in that tree.
     procs = [subprocess.Popen(cmd, env=env, cwd=cwd) for cmd, env in cmds]
-    rss, cpu = 0, 0.0
-    for proc in procs:
-        _pid, status, usage = os.wait4(proc.pid, 0)
-        proc.returncode = os.waitstatus_to_exitcode(status)
-        if proc.returncode != 0:
-            raise SystemExit(f"worker exited {proc.returncode}: {proc.args}")
-        rss = max(rss, usage.ru_maxrss)
-        cpu += usage.ru_utime + usage.ru_stime
-    return rss, cpu
+    sampler = CpuSampler([proc.pid for proc in procs])
+    sampler.start()
+    rss = 0
+    try:
+        for proc in procs:
+            _pid, status, usage = os.wait4(proc.pid, 0)
+            proc.returncode = os.waitstatus_to_exitcode(status)
+            if proc.returncode != 0:
+                raise SystemExit(f"worker exited {proc.returncode}: {proc.args}")
+            rss = max(rss, usage.ru_maxrss)
+    finally:
+        sampler.done.set()
+        sampler.join()
+    return rss, sampler
 
 
 def server_cpu(r: syncredis.Redis) -> float:
@@ -255,38 +305,24 @@ def workers_of(
 #: Per scenario, per round: the workers' CPU microseconds per command.
 CPU_US: dict[str, list[float]] = {}
 
-#: Per scenario: the CPU seconds its processes use to start and stop with nothing to do,
-#: taken off what they use on a drain (measured once per run, on empty streams).
-IDLE_CPU: dict[str, float] = {}
-
-
-def idle_cpu(kind: str, r: syncredis.Redis) -> float:
-    if kind not in IDLE_CPU:
-        streams = names()
-        with tempfile.TemporaryDirectory() as state:
-            cmds, cwd = workers_of(kind, streams, state)
-            IDLE_CPU[kind] = run_children(cmds, cwd)[1]
-        r.delete(*streams.values())
-    return IDLE_CPU[kind]
-
 
 def scenario(kind: str, n: int, r: syncredis.Redis) -> dict[str, Any]:
-    idle = idle_cpu(kind, r)
     streams = names()
     preload(r, streams["stream_in"], n, traced=kind == "traced")
     cpu_before = server_cpu(r)
     with tempfile.TemporaryDirectory() as state:
         cmds, cwd = workers_of(kind, streams, state)
-        rss, cpu = run_children(cmds, cwd)
-        rate = drain_rate(r, streams["stream_out"], n)
+        rss, sampler = run_children(cmds, cwd)
+        rate, (t0, t1) = drain_rate(r, streams["stream_out"], n, span=True)
         pending = r.xpending(streams["stream_in"], streams["group"])["pending"]
         if pending:
             raise SystemExit(f"{kind}: {pending} entries left pending")
     # Redis' share of a core while draining: on 2 cores it bounds what more workers can gain.
     redis_cpu = (server_cpu(r) - cpu_before) / (n / rate)
     r.delete(*streams.values())
-    # The workers' CPU per command, start-up and shutdown left out.
-    cpu_us = max(cpu - idle, 0.0) / n * 1e6
+    # The workers' CPU per command, from the first result to the last (start-up and shutdown
+    # left out).
+    cpu_us = sampler.between(t0, t1) / (n - 1) * 1e6
     return {"rate": rate, "rss_mib": rss / 1024, "redis_cpu": redis_cpu, "cpu_us": cpu_us}
 
 
