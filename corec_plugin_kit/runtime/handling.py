@@ -38,10 +38,10 @@ class Handling(WorkerState):
 
     def _spawn(self, entry: Entry) -> None:
         # The task is found through the entry (``inflight``) at shutdown: no set of tasks and
-        # no done callback per command.
+        # no done callback per command. It is named after the stream entry it runs.
         self.inflight[entry.entry_id] = entry
         entry.timed_out = False
-        entry.task = start_task(self._loop, self._handle(entry))
+        entry.task = start_task(self._loop, self._handle(entry), entry.entry_id)
 
     async def _handle(self, entry: Entry) -> None:
         """The command's task: route, run under the time limit, settle. Most handlers finish

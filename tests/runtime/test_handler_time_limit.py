@@ -118,5 +118,6 @@ async def test_a_handler_that_waits_sees_what_a_plain_await_gives(
         assert mine["same_task"] and mine["own_timeout"], mine
         assert mine["seen"] == f"t{i}"  # its own context, not another command's
         names.add(mine["task_name"])
+        assert mine["task_name"] == got[f"t{i}"]["entry_id"]  # named after its stream entry
     assert len(names) == 20  # one task per command, never the reader's
     assert await pending(corec_redis, stream, corec_streams["group"]) == 0
