@@ -182,7 +182,7 @@ def dumps_batch(rows: list[tuple[Any, ...]]) -> str | None:
         text = orjson.dumps(rows, default=_default, option=orjson.OPT_NON_STR_KEYS)
     except TypeError:
         return None
-    return None if b"\\u0000" in text else text.decode()
+    return None if text.find(b"\\u0000") >= 0 else text.decode()  # find: see envelopes._load
 
 
 def loads(text: str | bytes | None) -> Any:
