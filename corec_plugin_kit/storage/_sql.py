@@ -249,7 +249,7 @@ class Statements:
         a switch interval per row. Plain parameters, where a JSON batch (``json_each``) cost
         the writer thread a parse of each row per column. The text is joined per call (a few
         microseconds) rather than kept per count; ``sqlite3`` keeps the last 128 prepared, so
-        a batch of a size not seen lately is prepared again (about a fifth of its cost).
+        a batch of a size not seen lately is prepared again (about a quarter of its cost).
         """
         if count < 1:
             raise ValueError("a batch of rows holds at least one")
