@@ -251,15 +251,10 @@ class Statements:
         microseconds) rather than kept per count; ``sqlite3`` keeps the last 128 prepared, so
         a batch of a size not seen lately is prepared again (about a quarter of its cost).
         """
+        if self.dialect.numbered:
+            raise ValueError(f"{self.dialect.name} sends a batch as one parameter, not rows")
         if count < 1:
             raise ValueError("a batch of rows holds at least one")
-        if self.dialect.numbered:
-            width = self.row_width
-            rows = ", ".join(
-                "(" + ", ".join(map(self.param, range(start + 1, start + width + 1))) + ")"
-                for start in range(0, count * width, width)
-            )
-            return self.upsert_from(f"VALUES {rows}")
         rows = ", ".join(itertools.repeat(self._row_places, count))
         return f"{self._insert} VALUES {rows} {self._on_conflict}"
 

@@ -45,10 +45,6 @@ def test_migrations_create_every_column_of_the_logical_schema(sql: Statements) -
 @DIALECTS
 def test_every_statement_takes_as_many_parameters_as_it_is_given(sql: Statements) -> None:
     assert placeholders(sql, sql.upsert) == len(COLUMNS)
-    for count in (1, 3, 500):
-        assert placeholders(sql, sql.upsert_rows(count)) == count * len(COLUMNS)
-    with pytest.raises(ValueError, match="at least one"):
-        sql.upsert_rows(0)
     assert placeholders(sql, sql.get) == 1
     assert placeholders(sql, sql.record_version) == 1
     assert placeholders(sql, sql.purge) == len(sql.purge_args(FINISHED, 10))
@@ -58,6 +54,15 @@ def test_every_statement_takes_as_many_parameters_as_it_is_given(sql: Statements
         text, args = sql.query(action, status, since, 5, until=until)
         assert placeholders(sql, text) == len(args)
         assert args[-1] == 5
+
+
+def test_sqlite_s_batch_upsert_takes_a_row_of_parameters_per_record() -> None:
+    for count in (1, 3, 500):
+        assert placeholders(SQLITE, SQLITE.upsert_rows(count)) == count * len(COLUMNS)
+    with pytest.raises(ValueError, match="at least one"):
+        SQLITE.upsert_rows(0)
+    with pytest.raises(ValueError, match="one parameter"):
+        POSTGRES.upsert_rows(3)  # its batches go as one jsonb parameter
 
 
 @DIALECTS
