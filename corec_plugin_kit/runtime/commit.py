@@ -152,6 +152,10 @@ class Committing(WorkerState):
         With records on, the commit is a pipeline of two steps: the records of a batch are
         written while the previous batch's transaction is on its way (:meth:`_send_after`);
         each transaction still waits for its own batch's records, and for the one before it.
+        The pipeline is two batches deep, no more: when records are written faster than
+        transactions are sent, taking a batch per write would queue transactions of an entry
+        or two each behind one another, a backlog that never drains; waiting lets the next
+        batch grow instead.
         """
         sending: asyncio.Task[None] | None = None  # the previous batch's transaction
         try:
@@ -172,8 +176,13 @@ class Committing(WorkerState):
                     await self._send_after(batch, acked, None, True)
                     continue
                 recorded = await self._write_records(acked) if acked else True
-                sending = asyncio.ensure_future(self._send_after(batch, acked, sending, recorded))
+                previous = sending
+                sending = asyncio.ensure_future(self._send_after(batch, acked, previous, recorded))
                 sending.add_done_callback(self._wake_on_failure)
+                if previous is not None and not previous.done():
+                    # Two batches deep: the next batch is taken once the transaction ahead
+                    # of this one is done; what finishes meanwhile makes that batch larger.
+                    await asyncio.wait((previous,))
         finally:
             if sending is not None and not sending.done():
                 sending.cancel()  # the loop failed or was cancelled: so is its last send
