@@ -244,12 +244,11 @@ class Statements:
         """Upsert of ``count`` rows as one multi-row ``VALUES`` statement (SQLite's batch):
         parameters in :data:`~._schema.COLUMNS` order, row after row.
 
-        One statement per batch: the driver gives the GIL back once per statement where
-        ``executemany`` takes it back after every row, which, beside a busy event loop, costs
-        a switch interval per row. Plain parameters, where a JSON batch (``json_each``) cost
-        the writer thread a parse of each row per column. The text is joined per call (a few
-        microseconds) rather than kept per count; ``sqlite3`` keeps the last 128 prepared, so
-        a batch of a size not seen lately is prepared again (about a quarter of its cost).
+        A few statements per batch (the store sizes them: ``_sqlite.row_chunks``): the driver
+        gives the GIL back once per statement where ``executemany`` takes it back after every
+        row, which, beside a busy event loop, costs a switch interval per row. Plain
+        parameters, where a JSON batch (``json_each``) cost the writer thread a parse of each
+        row per column.
         """
         if self.dialect.numbered:
             raise ValueError(f"{self.dialect.name} sends a batch as one parameter, not rows")

@@ -8,13 +8,15 @@ asyncio lock keeps this store's own tasks from interleaving statements inside on
 transaction on the shared connection.
 
 The worker's two hot calls go around it, each to a thread of its own with its own connection
-(:class:`_Lane`): ``write_batch`` sends a whole batch as one multi-row ``INSERT .. VALUES``
-statement, which is one transaction by itself and takes the write lock when it starts, as
-``BEGIN IMMEDIATE`` does (a batch past SQLite's parameter limit takes several, in one
-``BEGIN IMMEDIATE`` transaction); ``find_ok`` reads while a commit waits for fsync. One hop to
-the thread and one statement per batch: ``sqlite3`` gives the GIL back around every statement
-it steps, and beside a busy event loop each time it takes it back costs up to a switch interval
-(5 ms), so per-row statements crawled (measured in benchmarks/README.md).
+(:class:`_Lane`): ``write_batch`` sends a batch as multi-row ``INSERT .. VALUES`` statements
+of power-of-two sizes (:func:`row_chunks`: a batch of 256 is one statement, 300 are four), so
+``sqlite3`` keeps every statement it needs prepared; a batch of one statement is a transaction
+by itself and takes the write lock when it starts, as ``BEGIN IMMEDIATE`` does, and one of
+several runs them in one ``BEGIN IMMEDIATE`` transaction. ``find_ok`` reads while a commit
+waits for fsync. One hop to the thread and a few statements per batch: ``sqlite3`` gives the
+GIL back around every statement it steps, and beside a busy event loop each time it takes it
+back costs up to a switch interval (0.5 ms while a worker runs), so per-row statements crawled
+(measured in benchmarks/README.md).
 """
 
 from __future__ import annotations
@@ -74,6 +76,7 @@ class SQLiteStore(SQLStore[aiosqlite.Connection]):
         # reading the next batch never queues behind a commit.
         self._looker = _Lane(self, "corec-sqlite-lookup")
         self._inline: sqlite3.Connection | None = None
+        self._texts: dict[int, str] = {}  # upsert_rows(count), by count
 
     # ------------------------------------------------------------------ connection
 
@@ -179,24 +182,31 @@ class SQLiteStore(SQLStore[aiosqlite.Connection]):
         await self._writer.run(lambda conn: self._upsert(conn, values, len(records)))
 
     def _upsert(self, conn: sqlite3.Connection, values: list[Any], count: int) -> None:
-        """In the writer's thread: ``count`` rows (``values``, row after row) in one
-        statement; in a transaction of several when they hold more parameters than one
-        statement takes."""
-        per = max_rows(conn)
-        if count <= per:
-            conn.execute(self.sql.upsert_rows(count), values).close()
+        """In the writer's thread: ``count`` rows (``values``, row after row) in the
+        statements :func:`row_chunks` sizes, in one transaction when there are several."""
+        sizes = row_chunks(count, max_rows(conn))
+        if len(sizes) == 1:
+            conn.execute(self._rows_sql(count), values).close()
             return
         width = self.sql.row_width
         conn.execute("BEGIN IMMEDIATE")
         try:
-            for start in range(0, count, per):
-                part = values[start * width : (start + per) * width]
-                conn.execute(self.sql.upsert_rows(len(part) // width), part).close()
+            start = 0
+            for size in sizes:
+                part = values[start * width : (start + size) * width]
+                conn.execute(self._rows_sql(size), part).close()
+                start += size
             conn.execute("COMMIT")
         except BaseException:
             with contextlib.suppress(sqlite3.Error):
                 conn.execute("ROLLBACK")
             raise
+
+    def _rows_sql(self, count: int) -> str:
+        text = self._texts.get(count)
+        if text is None:
+            text = self._texts[count] = self.sql.upsert_rows(count)
+        return text
 
     async def _lookup(self, statements: list[tuple[str, Sequence[Any]]]) -> list[Any]:
         def read(conn: sqlite3.Connection) -> list[Any]:
@@ -276,6 +286,26 @@ def max_rows(conn: sqlite3.Connection) -> int:
     else:
         limit = 32766 if sqlite3.sqlite_version_info >= (3, 32) else 999
     return max(1, limit // SQLITE.row_width)
+
+
+#: The most rows one statement of a batch takes (see :func:`row_chunks`).
+CHUNK_ROWS = 256
+
+
+def row_chunks(count: int, most: int) -> list[int]:
+    """The statement sizes a batch of ``count`` rows goes in: powers of two, none over
+    ``most`` (what the parameter limit allows) or :data:`CHUNK_ROWS`, largest first (300:
+    256, 32, 8, 4). A handful of statement texts, which ``sqlite3`` keeps prepared: a
+    statement of a size not seen lately is prepared again, a fifth of the writer's work."""
+    top = 1 << (min(most, CHUNK_ROWS).bit_length() - 1)
+    sizes = [top] * (count // top)
+    rest, bit = count % top, top >> 1
+    while rest:
+        if rest & bit:
+            sizes.append(bit)
+            rest -= bit
+        bit >>= 1
+    return sizes
 
 
 class _Lane:
