@@ -9,10 +9,10 @@ transaction on the shared connection.
 
 The worker's two hot calls go around it, each to a thread of its own with its own connection
 (:class:`_Lane`): ``write_batch`` sends a batch as multi-row ``INSERT .. VALUES`` statements
-of power-of-two sizes (:func:`row_chunks`: a batch of 256 is one statement, 300 are four), so
-``sqlite3`` keeps every statement it needs prepared; a batch of one statement is a transaction
-by itself and takes the write lock when it starts, as ``BEGIN IMMEDIATE`` does, and one of
-several runs them in one ``BEGIN IMMEDIATE`` transaction. ``find_ok`` reads while a commit
+of a few sizes (:func:`row_chunks`: a batch of up to 64 or of 256 is one statement, 300 are
+two), so ``sqlite3`` keeps every statement it needs prepared. One statement is a transaction
+by itself and takes the write lock when it starts, as ``BEGIN IMMEDIATE`` does; several run
+in one ``BEGIN IMMEDIATE`` transaction. ``find_ok`` reads while a commit
 waits for fsync. One hop to the thread and a few statements per batch: ``sqlite3`` gives the
 GIL back around every statement it steps, and beside a busy event loop each time it takes it
 back costs up to a switch interval (0.5 ms while a worker runs), so per-row statements crawled
@@ -266,7 +266,7 @@ class SQLiteStore(SQLStore[aiosqlite.Connection]):
             conn = sqlite3.connect(
                 self.path, isolation_level=None,
                 timeout=self.busy_timeout_s if busy_timeout_s is None else busy_timeout_s,
-                check_same_thread=False,
+                check_same_thread=False, cached_statements=CACHED_STATEMENTS,
             )  # fmt: skip
         except (OSError, sqlite3.Error) as exc:
             raise self._unavailable(exc) from exc
@@ -290,21 +290,31 @@ def max_rows(conn: sqlite3.Connection) -> int:
 
 #: The most rows one statement of a batch takes (see :func:`row_chunks`).
 CHUNK_ROWS = 256
+#: Statements of up to this many rows are sent at their exact size (see :func:`row_chunks`).
+EXACT_ROWS = 64
+#: Prepared statements each writer connection keeps (``sqlite3``'s default is 128): the
+#: :data:`EXACT_ROWS` exact sizes and the larger powers of two, with room to spare.
+CACHED_STATEMENTS = 256
 
 
 def row_chunks(count: int, most: int) -> list[int]:
-    """The statement sizes a batch of ``count`` rows goes in: powers of two, none over
-    ``most`` (what the parameter limit allows) or :data:`CHUNK_ROWS`, largest first (300:
-    256, 32, 8, 4). A handful of statement texts, which ``sqlite3`` keeps prepared: a
-    statement of a size not seen lately is prepared again, a fifth of the writer's work."""
+    """The statement sizes a batch of ``count`` rows goes in, none over ``most`` (what the
+    parameter limit allows) or :data:`CHUNK_ROWS`, largest first: sizes of up to
+    :data:`EXACT_ROWS` as they are, larger ones as powers of two (300: 256, 44; 255: 128,
+    64, 63). So a small batch is one statement and a large one a few, from a set of texts
+    ``sqlite3`` keeps prepared: a statement of a size not seen lately is prepared again, a
+    fifth of the writer's work on a batch of hundreds."""
+    if count <= min(most, EXACT_ROWS):
+        return [count]
     top = 1 << (min(most, CHUNK_ROWS).bit_length() - 1)
     sizes = [top] * (count // top)
-    rest, bit = count % top, top >> 1
-    while rest:
-        if rest & bit:
-            sizes.append(bit)
-            rest -= bit
-        bit >>= 1
+    rest = count % top
+    while rest > EXACT_ROWS:
+        part = 1 << (rest.bit_length() - 1)
+        sizes.append(part)
+        rest -= part
+    if rest:
+        sizes.append(rest)
     return sizes
 
 

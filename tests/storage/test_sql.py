@@ -18,7 +18,12 @@ from hypothesis import strategies as st
 from corec_plugin_kit.storage import Record
 from corec_plugin_kit.storage._schema import COLUMNS, MIGRATIONS, SCHEMA_VERSION, TABLE
 from corec_plugin_kit.storage._sql import KEY_CHUNK, POSTGRES, SQLITE, Statements
-from corec_plugin_kit.storage._sqlite import CHUNK_ROWS, row_chunks
+from corec_plugin_kit.storage._sqlite import (
+    CACHED_STATEMENTS,
+    CHUNK_ROWS,
+    EXACT_ROWS,
+    row_chunks,
+)
 
 DIALECTS = pytest.mark.parametrize("sql", [SQLITE, POSTGRES], ids=["sqlite", "postgresql"])
 FINISHED = datetime(2026, 5, 4, 3, 2, 1, 123456, tzinfo=timezone.utc)
@@ -69,18 +74,22 @@ def test_sqlite_s_batch_upsert_takes_a_row_of_parameters_per_record() -> None:
 
 
 @given(count=st.integers(1, 100_000), most=st.integers(1, 50_000))
-def test_sqlite_s_batch_goes_in_a_few_statements_of_power_of_two_sizes(
-    count: int, most: int
-) -> None:
-    """Every row once, no statement over the parameter limit, and few texts to keep prepared:
-    powers of two up to CHUNK_ROWS, largest first, each below the largest used once at most."""
+def test_sqlite_s_batch_goes_in_a_few_statements_of_a_few_sizes(count: int, most: int) -> None:
+    """Every row once and no statement over the parameter limit; a small batch as one
+    statement; a large one in a few, of sizes from a set small enough to stay prepared (up to
+    EXACT_ROWS as they are, powers of two above), largest first."""
     sizes = row_chunks(count, most)
-    top = 1 << (min(most, CHUNK_ROWS).bit_length() - 1)
     assert sum(sizes) == count
-    assert all(size & (size - 1) == 0 and size <= min(most, CHUNK_ROWS) for size in sizes)
+    assert all(0 < size <= min(most, CHUNK_ROWS) for size in sizes)
+    assert all(size <= EXACT_ROWS or size & (size - 1) == 0 for size in sizes)
     assert sizes == sorted(sizes, reverse=True)
-    assert sizes.count(top) == count // top
-    assert len(sizes) == count // top + bin(count % top).count("1")
+    if count <= min(EXACT_ROWS, most):
+        assert sizes == [count]
+    else:
+        top = 1 << (min(most, CHUNK_ROWS).bit_length() - 1)
+        assert sizes.count(top) == count // top
+        assert len(sizes) - count // top <= top.bit_length()
+    assert len(set(range(1, EXACT_ROWS + 1)) | {1 << n for n in range(9)}) < CACHED_STATEMENTS
 
 
 @DIALECTS
