@@ -11,12 +11,12 @@ The worker's two hot calls go around it, each to a thread of its own with its ow
 (:class:`_Lane`): ``write_batch`` sends a batch as multi-row ``INSERT .. VALUES`` statements
 of a few sizes (:func:`row_chunks`: a batch of up to 64 or of 256 is one statement, 300 are
 two), so ``sqlite3`` keeps every statement it needs prepared. One statement is a transaction
-by itself and takes the write lock when it starts, as ``BEGIN IMMEDIATE`` does; several run
-in one ``BEGIN IMMEDIATE`` transaction. ``find_ok`` reads while a commit
-waits for fsync. One hop to the thread and a few statements per batch: ``sqlite3`` gives the
-GIL back around every statement it steps, and beside a busy event loop each time it takes it
-back costs up to a switch interval (0.5 ms while a worker runs), so per-row statements crawled
-(measured in benchmarks/README.md).
+by itself and takes the write lock when it starts, as ``BEGIN IMMEDIATE`` does; several run in
+one ``BEGIN IMMEDIATE`` transaction. ``find_ok`` reads while a commit waits for fsync. One hop
+to the thread and a few statements per batch: ``sqlite3`` gives the GIL back around every
+statement it steps, and beside a busy event loop each time it takes it back costs up to a
+switch interval (0.5 ms while a worker runs), so per-row statements crawled (measured in
+benchmarks/README.md).
 """
 
 from __future__ import annotations
@@ -302,8 +302,8 @@ def row_chunks(count: int, most: int) -> list[int]:
     parameter limit allows) or :data:`CHUNK_ROWS`, largest first: sizes of up to
     :data:`EXACT_ROWS` as they are, larger ones as powers of two (300: 256, 44; 255: 128,
     64, 63). So a small batch is one statement and a large one a few, from a set of texts
-    ``sqlite3`` keeps prepared: a statement of a size not seen lately is prepared again, a
-    fifth of the writer's work on a batch of hundreds."""
+    ``sqlite3`` keeps prepared: a statement of a size not seen lately is prepared again, about
+    a quarter of the writer's work on a batch of hundreds (benchmarks/README.md)."""
     if count <= min(most, EXACT_ROWS):
         return [count]
     top = 1 << (min(most, CHUNK_ROWS).bit_length() - 1)
