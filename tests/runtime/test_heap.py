@@ -28,7 +28,7 @@ class ThresholdSeer:
         return (yield)
 
 
-async def test_the_young_generation_is_collected_less_often_while_a_worker_runs(
+async def test_the_worker_collects_less_often_and_switches_threads_sooner_while_it_runs(
     corec_register: Any,
     echo_kernel: Any,
     corec_redis: Any,
@@ -36,29 +36,14 @@ async def test_the_young_generation_is_collected_less_often_while_a_worker_runs(
     corec_worker: Any,
 ) -> None:
     corec_register(ThresholdSeer(), name="threshold_seer")
-    ThresholdSeer.seen = []
-    before = gc.get_threshold()
+    ThresholdSeer.seen, ThresholdSeer.intervals = [], []
+    before, interval = gc.get_threshold(), sys.getswitchinterval()
     assert before[0] != YOUNG_GC_THRESHOLD, "the test needs another threshold to start from"
+    assert interval != SWITCH_INTERVAL_S, "the test needs another interval to start from"
     await corec_redis.xadd(corec_streams["stream_in"], payload("echo", {"n": 1}, id="one"))
     await corec_worker(echo_kernel())
     assert (await results(corec_redis, corec_streams["stream_out"]))["one"]["status"] == "ok"
     assert ThresholdSeer.seen == [(YOUNG_GC_THRESHOLD, *before[1:])]
-    assert gc.get_threshold() == before
-
-
-async def test_threads_switch_sooner_while_a_worker_runs(
-    corec_register: Any,
-    echo_kernel: Any,
-    corec_redis: Any,
-    corec_streams: dict[str, Any],
-    corec_worker: Any,
-) -> None:
-    corec_register(ThresholdSeer(), name="threshold_seer")
-    ThresholdSeer.intervals = []
-    before = sys.getswitchinterval()
-    assert before != SWITCH_INTERVAL_S, "the test needs another interval to start from"
-    await corec_redis.xadd(corec_streams["stream_in"], payload("echo", {"n": 1}, id="one"))
-    await corec_worker(echo_kernel())
-    assert (await results(corec_redis, corec_streams["stream_out"]))["one"]["status"] == "ok"
     assert ThresholdSeer.intervals == [SWITCH_INTERVAL_S]
-    assert sys.getswitchinterval() == before
+    assert gc.get_threshold() == before
+    assert sys.getswitchinterval() == interval
