@@ -234,6 +234,9 @@ class RoutingTable(Mapping[str, ActionSpec]):
     def __init__(self, specs: Mapping[str, ActionSpec]) -> None:
         self._specs = dict(specs)
         self.route = self._route
+        # The worker's look-up, once per command: the dict's own ``get`` (Mapping's is two
+        # Python calls, through ``__getitem__`` and a KeyError for an unknown action).
+        self.get = self._specs.get  # type: ignore[method-assign]
 
     def _route(self, action: str) -> ActionSpec:
         try:

@@ -4,30 +4,23 @@
 from __future__ import annotations
 
 import asyncio
+import functools
 import sys
-from collections.abc import AsyncIterator, Coroutine
+from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
 from typing import Any
 
+#: ``start_task(coro, loop=loop, name=name)``: start ``coro`` as a task named ``name``. The
+#: loop is passed explicitly: without it the task looks the loop up through the policy, which
+#: under ``uvloop.run()`` has none. On 3.11 a task given no name formats one ("Task-N"):
+#: naming it saved 1.3 % of a command's instructions (benchmarks/bench_instructions.py). No
+#: Python function in between: the worker starts one task per command.
+start_task: Callable[..., asyncio.Task[Any]]
 if sys.version_info >= (3, 12):
-
-    def start_task(
-        loop: asyncio.AbstractEventLoop, coro: Coroutine[Any, Any, Any], name: str
-    ) -> asyncio.Task[Any]:
-        """Start ``coro`` as a task named ``name``, eagerly: one that never suspends finishes
-        without a trip through the loop. The loop is passed explicitly: without it the task
-        looks the loop up through the policy, which under ``uvloop.run()`` has none."""
-        return asyncio.Task(coro, loop=loop, name=name, eager_start=True)
-
-else:  # pragma: no cover - version dependent
-
-    def start_task(
-        loop: asyncio.AbstractEventLoop, coro: Coroutine[Any, Any, Any], name: str
-    ) -> asyncio.Task[Any]:
-        """Start ``coro`` as a task named ``name`` (eager start needs 3.12). On 3.11 a task
-        given no name formats one ("Task-N"): naming it saved 1.3 % of a command's
-        instructions (benchmarks/bench_instructions.py)."""
-        return asyncio.Task(coro, loop=loop, name=name)
+    # Eagerly: a task that never suspends finishes without a trip through the loop.
+    start_task = functools.partial(asyncio.Task, eager_start=True)
+else:  # pragma: no cover - version dependent (eager start needs 3.12)
+    start_task = asyncio.Task
 
 
 if sys.version_info >= (3, 11):

@@ -41,7 +41,7 @@ class Handling(WorkerState):
         # no done callback per command. It is named after the stream entry it runs.
         self.inflight[entry.entry_id] = entry
         entry.timed_out = False
-        entry.task = start_task(self._loop, self._handle(entry), entry.entry_id)
+        entry.task = start_task(self._handle(entry), loop=self._loop, name=entry.entry_id)
 
     async def _handle(self, entry: Entry) -> None:
         """The command's task: route, run under the time limit, settle. Most handlers finish
@@ -70,7 +70,8 @@ class Handling(WorkerState):
                 envelope, error = await self._wait_timed(entry, spec, start, run, waiting_on)
             outcome = "ok" if error is None else error.wire_type
             self.metrics.finished(spec.processor, spec.action, outcome, time.perf_counter() - start)
-            self._settled(entry, envelope, error, self.breaker(spec.processor))
+            breaker = self.breakers.get(spec.processor) or self.breaker(spec.processor)
+            self._settled(entry, envelope, error, breaker)
         except asyncio.CancelledError:
             # Shutdown past the grace period: the entry stays pending for another consumer.
             self.inflight.pop(entry.entry_id, None)
@@ -215,8 +216,10 @@ class Handling(WorkerState):
         self._room.set()
 
     def _finish(self, entry: Entry) -> None:
-        self._done.append(entry)
-        self._done_event.set()
+        done = self._done
+        if not done:  # the committer waits for the first entry of a batch, no later one
+            self._done_event.set()
+        done.append(entry)
         # A handler slot is free: the reader may go on while the committer records this one.
         self._room.set()
 

@@ -62,8 +62,9 @@ class Reading(WorkerState):
         taken = 0
         fresh: list[Entry] = []
         now = time.monotonic()
+        counts = deliveries or {}
         for entry_id, fields in raw:
-            eid = _s(entry_id)
+            eid = entry_id.decode() if type(entry_id) is bytes else _s(entry_id)  # ASCII ids
             if eid in self.inflight or eid in self._parked_ids or eid in self._committing_ids:
                 continue
             if fields is None:
@@ -74,7 +75,7 @@ class Reading(WorkerState):
                     if len(fields) == 2
                     else dict(zip(fields[::2], fields[1::2], strict=False))
                 )
-            entry = Entry(eid, fields, (deliveries or {}).get(eid, 1), now)
+            entry = Entry(eid, fields, counts.get(eid, 1), now)
             taken += 1
             if self._parse(entry):
                 fresh.append(entry)

@@ -10,13 +10,18 @@ from __future__ import annotations
 
 import contextlib
 from collections.abc import Awaitable, Callable
-from typing import Any, TypeVar
+from typing import Any, TypeVar, cast
 
 from redis.exceptions import AskError, ClusterDownError, ResponseError, TryAgainError
 from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import TimeoutError as RedisTimeoutError
 
 from .compat import timeout_ctx
+
+try:  # what redis-py's hiredis reader returns for a reply not yet complete
+    from redis._parsers.hiredis import NOT_ENOUGH_DATA as _PARTIAL
+except ImportError:  # pragma: no cover - redis-py moved it: every reply goes through read()
+    _PARTIAL = None
 
 T = TypeVar("T")
 
@@ -205,12 +210,24 @@ async def _transaction(
     # replies through its parser directly when it has one, under one timeout for all.
     parser = getattr(conn, "_parser", None)
     read = getattr(parser, "read_response", None) or conn.read_response
+    buffered = _buffered(parser)
     try:
         await conn.send_packed_command(data, check_health=False)
         async with timeout_ctx(REPLY_TIMEOUT_S):
             queued_error: Exception | None = None
-            for _ in range(len(commands) - (2 if waited else 1)):
-                reply = await read()  # +OK, then +QUEUED per command
+            left = len(commands) - (2 if waited else 1)
+            while left:
+                # +OK, then +QUEUED per command: taken from what hiredis already holds while
+                # it holds them whole (a C call each, where read() is a coroutine call).
+                reply = buffered() if buffered is not None else _PARTIAL
+                if reply is _PARTIAL:
+                    reply = await read()
+                elif isinstance(reply, list):  # RESP3: a push message between the replies
+                    await _pushed(parser, reply)
+                    continue
+                elif isinstance(reply, RedisConnectionError):
+                    raise reply  # as read() does (a LOADING reply, say)
+                left -= 1
                 if isinstance(reply, Exception) and queued_error is None:
                     queued_error = reply
             replies = await read()
@@ -223,3 +240,19 @@ async def _transaction(
     if replies is None:
         raise ResponseError("EXEC aborted the transaction")
     return [*replies, acked] if waited else list(replies)
+
+
+def _buffered(parser: Any) -> Callable[[], Any] | None:
+    """The ``gets`` of ``conn``'s hiredis reader: its next reply if whole in the buffer, else
+    :data:`_PARTIAL`; ``None`` without hiredis (every reply then through ``read()``)."""
+    reader = getattr(parser, "_reader", None)
+    gets = getattr(reader, "gets", None)
+    return None if _PARTIAL is None or gets is None else cast("Callable[[], Any]", gets)
+
+
+async def _pushed(parser: Any, message: list[Any]) -> None:
+    """A RESP3 push message (a client-tracking invalidation, say) read between a
+    transaction's replies: to redis-py's handler, as its ``read()`` does."""
+    handle = getattr(parser, "handle_push_response", None)
+    if handle is not None:
+        await handle(message)

@@ -11,8 +11,9 @@ from hypothesis import given
 from hypothesis import strategies as st
 from kernel_procs import Greet, greet, processor, refuse
 
-from corec_plugin_kit import InvalidCommand, InvalidParams
+from corec_plugin_kit import CorecError, InvalidCommand, InvalidParams
 from corec_plugin_kit.envelopes import (
+    MAX_DEPTH,
     Command,
     Result,
     check_shape,
@@ -412,3 +413,21 @@ def test_the_cheap_scan_never_misses_a_long_integer_or_a_nesting(text: bytes) ->
     if re.search(rb"[0-9]{20}|-[0-9]{19}", text):
         assert envelopes._LONG_RUN in scan
     assert scan.count(b"[") == text.count(b"[") + text.count(b"{")
+
+
+@pytest.mark.parametrize(("form", "depth"), [("payload", 0), ("params", 1)])
+def test_the_shortest_text_that_nests_too_deep_is_refused(form: str, depth: int) -> None:
+    # The nesting count is skipped for a text too short to nest past MAX_DEPTH (two bytes
+    # per level). The shortest that does is refused for it; one level less is not (it is
+    # refused only because it is not an object). The payload is the envelope, level 0;
+    # flat-form params sit at level 1.
+    def fields(levels: int) -> dict[bytes, bytes]:
+        text = b"[" * levels + b"]" * levels
+        return {b"payload": text} if form == "payload" else {b"action": b"a", b"params": text}
+
+    too_deep = MAX_DEPTH - depth + 1
+    with pytest.raises(InvalidCommand, match="nests deeper than 100"):
+        parse_fields(fields(too_deep))
+    with pytest.raises(CorecError, match="must be a JSON object") as refused:
+        parse_fields(fields(too_deep - 1))
+    assert "nests deeper" not in str(refused.value)
