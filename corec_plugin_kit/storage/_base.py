@@ -78,19 +78,12 @@ class Record:
         ``created_at`` is left ``None``: the store fills it on first insert.
         """
         get = envelope.get
+        # In field order, by position: by keyword, the eleven names cost more than the rest
+        # of the record (0.56 us against 0.21; one record per command).
         return cls(
-            command_key=envelope["id"],
-            action=envelope["action"],
-            processor=get("processor"),
-            status=envelope["status"],
-            params=params,
-            result=get("result"),
-            error=get("error"),
-            deliveries=deliveries,
-            created_at=None,
-            finished_at=finished_at,
-            duration_ms=get("duration_ms"),
-        )
+            envelope["id"], envelope["action"], get("processor"), envelope["status"], params,
+            get("result"), get("error"), deliveries, None, finished_at, get("duration_ms"),
+        )  # fmt: skip
 
     def as_dict(self) -> dict[str, Any]:
         """JSON-friendly view (timestamps as ISO 8601 strings) for ``history --json``."""
