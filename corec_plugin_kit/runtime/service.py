@@ -30,6 +30,7 @@ async def open_records(kernel: Kernel) -> Any:
 
     store = open_store(cfg)
     await store.open()
+    await store.warm()
     return store
 
 

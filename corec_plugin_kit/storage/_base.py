@@ -244,6 +244,12 @@ class RecordStore(abc.ABC):
     async def ping(self) -> bool:
         """True when one trivial query succeeds; never raises."""
 
+    async def warm(self) -> None:  # noqa: B027 - optional: a store with nothing to open keeps it
+        """Open now, after :meth:`open`, what the worker's first commands would otherwise
+        wait for (threads, connections); never raises: what fails here is opened, or
+        reported, on first use. ``corec-kit run`` calls it; a store with nothing to open
+        keeps this one, which does nothing."""
+
     @abc.abstractmethod
     async def write_batch(self, records: Sequence[Record]) -> None:
         """Upsert the batch in one round trip and one transaction (all or nothing).

@@ -10,6 +10,7 @@ once at once, which is safe because the upsert is idempotent.
 from __future__ import annotations
 
 import asyncio
+import logging
 from collections.abc import Awaitable, Callable, Sequence
 from datetime import datetime
 from typing import Any, Literal, TypeVar
@@ -22,6 +23,8 @@ from ._base import Record, dumps_batch
 from ._schema import COLUMNS
 from ._sql import POSTGRES, Row, json_row
 from ._store import SQLStore
+
+log = logging.getLogger("corec_plugin_kit.storage")
 
 T = TypeVar("T")
 WriteMethod = Literal["json", "executemany", "unnest", "copy"]
@@ -196,6 +199,20 @@ class PostgresStore(SQLStore[Any]):
 
     async def open(self) -> None:
         await self._run(lambda conn: asyncio.sleep(0))
+
+    async def warm(self) -> None:
+        """A second pooled connection (the pool opens one): the worker looks records up while
+        it writes others, and its first batch waited for that connection to open."""
+        held: list[Any] = []
+        try:
+            pool = await self._get_pool()
+            for _ in range(min(2, pool.get_max_size())):
+                held.append(await pool.acquire(timeout=self.connect_timeout))
+        except Exception as exc:  # noqa: BLE001 - best effort: the first batch opens the rest
+            log.debug("could not open a second PostgreSQL connection ahead: %s", redact(str(exc)))
+        finally:
+            for conn in held:
+                await pool.release(conn)
 
     async def _migrate(self) -> None:
         """Create or migrate the schema (once per store; called by the first operation)."""

@@ -239,6 +239,13 @@ class SQLiteStore(SQLStore[aiosqlite.Connection]):
         # BEGIN IMMEDIATE serialises workers that start together.
         await self._run(self._migrate_on, write=True)
 
+    async def warm(self) -> None:
+        """The writer's and the look-ups' threads and connections, and the event loop's own
+        reading connection: each first command waited a few milliseconds for them."""
+        with contextlib.suppress(DatabaseUnavailable):
+            await asyncio.gather(self._writer.run(_nothing), self._looker.run(_nothing))
+        self._read_inline(_no_rows)
+
     async def schema_version(self) -> int | None:
         if not self.path.exists():
             return None  # connecting would create the file
@@ -276,6 +283,14 @@ class SQLiteStore(SQLStore[aiosqlite.Connection]):
             conn.close()
             raise self._unavailable(exc) from exc
         return conn
+
+
+def _nothing(conn: sqlite3.Connection) -> None:
+    """A lane's call that only opens its connection (:meth:`SQLiteStore.warm`)."""
+
+
+def _no_rows(conn: sqlite3.Connection) -> list[Any]:
+    return []
 
 
 def max_rows(conn: sqlite3.Connection) -> int:
