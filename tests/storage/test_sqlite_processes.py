@@ -98,6 +98,7 @@ async def test_a_small_look_up_that_fails_on_the_loop_goes_to_its_thread(
     from datetime import datetime, timezone
 
     from corec_plugin_kit.storage import Record, SQLiteStore
+    from corec_plugin_kit.storage._sqlite import INLINE_KEYS
 
     store = SQLiteStore(tmp_path / "corec.db", busy_timeout_s=10)
     await store.open()
@@ -114,7 +115,7 @@ async def test_a_small_look_up_that_fails_on_the_loop_goes_to_its_thread(
         assert store._inline is None
         assert set(await store.find_ok(["k"])) == {"k"}
         assert store._inline is not None and store._inline is not inline
-        many = [f"key{i}" for i in range(100)]  # over INLINE_KEYS: the thread, directly
+        many = [f"key{i}" for i in range(INLINE_KEYS)]  # with "k", over: the thread, directly
         assert set(await store.find_ok([*many, "k"])) == {"k"}
     finally:
         await store.close()
