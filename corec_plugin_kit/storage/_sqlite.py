@@ -43,9 +43,10 @@ T = TypeVar("T")
 
 #: A look-up of at most this many keys runs on the event loop's thread (see
 #: :meth:`SQLiteStore._read_inline`); a larger one, on its own thread, in parallel with the loop.
-#: One read of the default ``batch_size`` (256) fits: a look-up of 256 keys takes a few hundred
-#: microseconds of the loop, where the thread's GIL hand-offs cost the loop more (draining
-#: 200,000 commands with SQLite records took 8 % less time than with 32 here: seven pairs).
+#: One read of the default ``batch_size`` (256) fits: a look-up of 256 keys takes about 0.1 ms
+#: of the loop (p99 0.4 ms, 100,000 rows), where the thread's GIL hand-offs cost the loop more
+#: (SQLite records drained 8 % faster than with 32 here: median of seven pairs,
+#: benchmarks/README.md).
 INLINE_KEYS = 256
 
 # Errors that mean "the database cannot be used right now", as opposed to a bug in a statement.
