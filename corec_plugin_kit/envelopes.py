@@ -317,8 +317,14 @@ def _default(obj: Any) -> Any:
 
 
 def dumps(obj: Any) -> bytes:
-    """JSON bytes for results (pydantic models, dataclasses, datetimes and UUIDs understood)."""
-    return orjson.dumps(obj, default=_default, option=orjson.OPT_NON_STR_KEYS)
+    """JSON bytes for results (pydantic models, dataclasses, datetimes and UUIDs understood;
+    dict keys that are not strings written as strings, ``{1: "a"}`` as ``{"1":"a"}``)."""
+    try:
+        return orjson.dumps(obj, default=_default)
+    except TypeError:  # orjson.JSONEncodeError: a key that is not a string, or worse
+        # Keys of other types need this option, which checks every key: a result envelope
+        # took 390 ns with it, 220 without, so it is only the second try.
+        return orjson.dumps(obj, default=_default, option=orjson.OPT_NON_STR_KEYS)
 
 
 # --------------------------------------------------------------------------- result envelopes

@@ -147,6 +147,16 @@ def _without_nul(value: Any) -> Any:
     return value
 
 
+def _orjson(value: Any) -> bytes:
+    """orjson's JSON of ``value``, dict keys that are not strings written as strings: only
+    when there are some, since the option that allows them checks every key (as
+    :func:`corec_plugin_kit.envelopes.dumps`)."""
+    try:
+        return orjson.dumps(value, default=_default)
+    except TypeError:
+        return orjson.dumps(value, default=_default, option=orjson.OPT_NON_STR_KEYS)
+
+
 def dumps(value: Any) -> str | None:
     """JSON text of a record field, ``None`` for SQL NULL.
 
@@ -157,7 +167,7 @@ def dumps(value: Any) -> str | None:
     if value is None:
         return None
     try:
-        text = orjson.dumps(value, default=_default, option=orjson.OPT_NON_STR_KEYS).decode()
+        text = _orjson(value).decode()
     except TypeError:  # orjson.JSONEncodeError is a TypeError
         text = json.dumps(value, default=_default, ensure_ascii=True)
     if "\\u0000" in text:  # cheap test; the walk only runs when a NUL may be there
@@ -172,7 +182,7 @@ def dumps_batch(rows: list[tuple[Any, ...]]) -> str | None:
     encoded as :func:`dumps` encodes a field; ``None`` when a value needs :func:`dumps`'s own
     care (a NUL character, an integer beyond 64 bits): then send the batch field by field."""
     try:
-        text = orjson.dumps(rows, default=_default, option=orjson.OPT_NON_STR_KEYS)
+        text = _orjson(rows)
     except TypeError:
         return None
     return None if text.find(b"\\u0000") >= 0 else text.decode()  # find: see envelopes._load

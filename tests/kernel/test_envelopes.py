@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+from datetime import datetime, timezone
 from typing import Any
 
 import orjson
@@ -431,3 +432,19 @@ def test_the_shortest_text_that_nests_too_deep_is_refused(form: str, depth: int)
     with pytest.raises(CorecError, match="must be a JSON object") as refused:
         parse_fields(fields(too_deep - 1))
     assert "nests deeper" not in str(refused.value)
+
+
+def test_keys_that_are_not_strings_are_written_as_strings() -> None:
+    # orjson refuses them unless asked (and asking slows every dumps): the kit asks on a
+    # second try, so a handler's {1: ...} result still goes out, as {"1": ...}.
+    when = datetime(2026, 12, 3, 12, 0, tzinfo=timezone.utc)
+    result = {1: "one", "nested": {2.5: [True, {None: 0}]}, when: "then"}
+    assert orjson.loads(dumps({"result": result})) == {
+        "result": {
+            "1": "one",
+            "nested": {"2.5": [True, {"null": 0}]},
+            "2026-12-03T12:00:00+00:00": "then",
+        }
+    }
+    with pytest.raises(TypeError):  # and what cannot be written at all still says so
+        dumps({"result": object()})

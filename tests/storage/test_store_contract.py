@@ -41,6 +41,18 @@ async def test_round_trip_keeps_every_field(corec_store: RecordStore) -> None:
     assert await corec_store.get("k-1") == record
 
 
+async def test_keys_that_are_not_strings_are_stored_as_strings(corec_store: RecordStore) -> None:
+    # In a batch with an ordinary record: the one that needs the slower encoding (see
+    # storage._base._orjson) must not change how the other is stored.
+    plain = rec("k-plain", result={"n": 1})
+    keyed = rec("k-keyed", result={1: "one", "nested": {2.5: [{None: True}]}})
+    await corec_store.write_batch([plain, keyed])
+    found = await corec_store.get("k-keyed")
+    assert found is not None
+    assert found.result == {"1": "one", "nested": {"2.5": [{"null": True}]}}
+    assert await corec_store.get("k-plain") == plain
+
+
 async def test_find_ok_returns_only_successful_records_of_the_keys_asked(
     corec_store: RecordStore,
 ) -> None:
