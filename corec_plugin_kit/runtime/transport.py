@@ -243,8 +243,8 @@ async def _transaction(
 
 
 def _buffered(parser: Any) -> Callable[[], Any] | None:
-    """The ``gets`` of ``conn``'s hiredis reader: its next reply if whole in the buffer, else
-    :data:`_PARTIAL`; ``None`` without hiredis (every reply then through ``read()``)."""
+    """The ``gets`` of the parser's hiredis reader: its next reply if whole in the buffer,
+    else :data:`_PARTIAL`; ``None`` without hiredis (every reply then through ``read()``)."""
     reader = getattr(parser, "_reader", None)
     gets = getattr(reader, "gets", None)
     return None if _PARTIAL is None or gets is None else cast("Callable[[], Any]", gets)
