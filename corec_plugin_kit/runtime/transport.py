@@ -210,9 +210,11 @@ async def _transaction(
     # replies through its parser directly when it has one, under one timeout for all.
     parser = getattr(conn, "_parser", None)
     read = getattr(parser, "read_response", None) or conn.read_response
-    buffered = _buffered(parser)
     try:
         await conn.send_packed_command(data, check_health=False)
+        # After the send: it connects a connection handed out unconnected (a cluster node's),
+        # and connecting gives the parser a new reader.
+        buffered = _buffered(parser)
         async with timeout_ctx(REPLY_TIMEOUT_S):
             queued_error: Exception | None = None
             left = len(commands) - (2 if waited else 1)

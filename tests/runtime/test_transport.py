@@ -13,7 +13,7 @@ import pytest
 import redis.asyncio as aioredis
 from redis.exceptions import ResponseError
 
-from corec_plugin_kit.runtime.transport import send_transaction
+from corec_plugin_kit.runtime.transport import _transaction, send_transaction
 
 
 async def test_a_transaction_whose_replies_span_many_reads(
@@ -51,6 +51,32 @@ async def test_a_command_refused_when_queued_aborts_the_transaction(
             await send_transaction(client, stream, commands)
         assert await client.exists(stream) == 0  # nothing took effect
         assert await client.ping()  # and the pool still works (the connection was dropped)
+    finally:
+        await client.aclose()
+
+
+async def test_a_transaction_on_a_connection_that_reconnects_reads_its_own_replies(
+    corec_redis_url: str, corec_streams: dict[str, Any]
+) -> None:
+    # A cluster node hands out its connections unconnected: the transaction's send connects
+    # it, and redis-py gives the parser a new hiredis reader then. Replies must come from
+    # that one, never from what the old reader still held. Whole replies left unread in it
+    # (a read cut short) are put there by hand: a real cut cannot be timed to leave them.
+    stream = corec_streams["stream_out"]
+    client = aioredis.Redis.from_url(corec_redis_url)
+    try:
+        conn = await client.connection_pool.get_connection()
+        try:
+            await conn.disconnect()
+            conn._parser._reader.feed(b"+QUEUED\r\n+QUEUED\r\n")
+            commands: list[tuple[Any, ...] | bytes] = [
+                ("MULTI",), ("XADD", stream, "*", "n", "1"), ("XLEN", stream), ("EXEC",)
+            ]  # fmt: skip
+            replies = await _transaction(conn, commands, waited=False)
+        finally:
+            await client.connection_pool.release(conn)
+        assert isinstance(replies[0], bytes) and b"-" in replies[0]
+        assert replies[1:] == [1]
     finally:
         await client.aclose()
 
