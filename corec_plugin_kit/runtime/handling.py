@@ -50,9 +50,10 @@ class Handling(WorkerState):
         (:meth:`_wait_timed`)."""
         try:
             start = time.perf_counter()
-            spec = self._route(entry, start)
-            if spec is None:
+            routed = self._route(entry, start)
+            if routed is None:
                 return
+            spec, breaker = routed
             policy = spec.policy
             if policy is not None and policy.rate_limit is not None:
                 # Its turn under the action's rate limit, shared by every worker (not timed:
@@ -70,7 +71,6 @@ class Handling(WorkerState):
                 envelope, error = await self._wait_timed(entry, spec, start, run, waiting_on)
             outcome = "ok" if error is None else error.wire_type
             self.metrics.finished(spec.processor, spec.action, outcome, time.perf_counter() - start)
-            breaker = self.breakers.get(spec.processor) or self.breaker(spec.processor)
             self._settled(entry, envelope, error, breaker)
         except asyncio.CancelledError:
             # Shutdown past the grace period: the entry stays pending for another consumer.
@@ -84,9 +84,10 @@ class Handling(WorkerState):
             )
             self._answer_invalid(entry, error, time.perf_counter(), entry.command)
 
-    def _route(self, entry: Entry, start: float) -> ActionSpec | None:
-        """The command's route, if it may run now; else it is answered (unknown action) or
-        parked (its processor's circuit breaker is open), and ``None``."""
+    def _route(self, entry: Entry, start: float) -> tuple[ActionSpec, CircuitBreaker] | None:
+        """The command's route and its processor's circuit breaker (looked up once: the
+        outcome is recorded in it too), if it may run now; else it is answered (unknown
+        action) or parked (the breaker is open), and ``None``."""
         command = entry.command
         assert command is not None  # parsed when taken
         action = command["action"]
@@ -95,11 +96,12 @@ class Handling(WorkerState):
             self._answer_invalid(entry, self.kernel.unknown_action(action), start, command)
             return None
         entry.processor = spec.processor
+        breaker = self.breaker(spec.processor)
         admitted, entry.admitted = entry.admitted, False
-        if not admitted and not self.breaker(spec.processor).allow():
+        if not admitted and not breaker.allow():
             self._park(entry)
             return None
-        return spec
+        return spec, breaker
 
     async def _wait_timed(
         self,

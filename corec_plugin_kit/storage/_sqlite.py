@@ -244,10 +244,11 @@ class SQLiteStore(SQLStore[aiosqlite.Connection]):
         await self._run(self._migrate_on, write=True)
 
     async def warm(self) -> None:
-        """The writer's and the look-ups' threads and connections, and the event loop's own
-        reading connection: each first command waited a few milliseconds for them."""
+        """The writer's thread and connection, and the event loop's own reading connection:
+        each first command waited a few milliseconds for them. The look-up thread is left to
+        open on first use: it takes only reads over :data:`INLINE_KEYS` keys and fallbacks."""
         with contextlib.suppress(DatabaseUnavailable):
-            await asyncio.gather(self._writer.run(_nothing), self._looker.run(_nothing))
+            await self._writer.run(_no_rows)
         self._read_inline(_no_rows)
 
     async def schema_version(self) -> int | None:
@@ -289,11 +290,8 @@ class SQLiteStore(SQLStore[aiosqlite.Connection]):
         return conn
 
 
-def _nothing(conn: sqlite3.Connection) -> None:
-    """A lane's call that only opens its connection (:meth:`SQLiteStore.warm`)."""
-
-
 def _no_rows(conn: sqlite3.Connection) -> list[Any]:
+    """A call that only opens the connection it is given (:meth:`SQLiteStore.warm`)."""
     return []
 
 
