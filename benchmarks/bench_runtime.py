@@ -337,6 +337,7 @@ def latency(rate: int, seconds: float, r: syncredis.Redis, records: str) -> dict
             [*CORE_KIT, "run", "-q", "--max-commands", str(n)], env=env, cwd=ROOT
         )
         time.sleep(1.5)  # worker start-up is not what is measured
+        cpu_start = process_cpu(proc.pid)
         start = time.perf_counter()
         for i in range(n):
             due = start + i / rate
@@ -345,6 +346,10 @@ def latency(rate: int, seconds: float, r: syncredis.Redis, records: str) -> dict
                 time.sleep(delay)
             body = {"action": "echo", "params": {"n": i, "text": "hello"}, "id": f"c{i}"}
             r.xadd(streams["stream_in"], {"payload": orjson.dumps(body)})
+        # The worker's CPU while commands came one by one (its tail, after the last send, is
+        # left out): at this rate each batch is of a command or two, so the per-batch costs
+        # (wake-ups, system calls, an fsync) are paid by every command.
+        cpu_us = (process_cpu(proc.pid) - cpu_start) / n * 1e6
         if proc.wait(timeout=60) != 0:
             raise SystemExit("latency worker failed")
     lat = []
@@ -360,6 +365,7 @@ def latency(rate: int, seconds: float, r: syncredis.Redis, records: str) -> dict
         "p50_ms": statistics.median(lat),
         "p99_ms": lat[int(len(lat) * 0.99) - 1],
         "max_ms": lat[-1],
+        "cpu_us": cpu_us,
     }
 
 
@@ -561,7 +567,9 @@ def main() -> None:
         results["latency" if records == "sqlite" else f"latency_{records}"] = lat
         print(
             f"open loop {args.rate}/s, records {records}: n={lat['n']} "
-            f"p50={lat['p50_ms']:.1f} ms p99={lat['p99_ms']:.1f} ms max={lat['max_ms']:.1f} ms"
+            f"p50={lat['p50_ms']:.1f} ms p99={lat['p99_ms']:.1f} ms max={lat['max_ms']:.1f} ms; "
+            f"worker CPU {lat['cpu_us']:.0f} µs/cmd "
+            f"({lat['cpu_us'] * args.rate / 1e6:.0%} of a core)"
         )
     if "figures_off" in wanted:
         results["figures_publish"] = cost = figures_cost()

@@ -58,17 +58,17 @@ T = TypeVar("T")
 INLINE_KEYS = 256
 #: A batch of at most this many records is written on the event loop's thread (see
 #: :meth:`SQLiteStore._write_inline`): one statement, whose commit waits for fsync (0.1 to
-#: 0.3 ms on a local disk) with the GIL given back. The hop to the writer's thread and back cost
-#: about 90 us of CPU per batch more than the write itself; at 2,000 commands/s, where every
-#: batch is of one or two records, the worker used 15 % less CPU and the p99 fell
-#: (benchmarks/README.md). Larger batches, a drain's, go to the writer's thread as before.
+#: 0.3 ms on a local disk) with the GIL given back. The hop to the writer's thread and back
+#: wakes two threads a batch; at 2,000 commands/s, where a batch is of one to three records,
+#: the worker used 20 % less CPU without it and half the context switches (benchmarks/
+#: README.md). Larger batches, a drain's, go to the writer's thread, in parallel with the loop.
 INLINE_ROWS = 16
 #: Inline writes slower than this on average (a slow or busy disk; the average weighs the
 #: last write by :data:`INLINE_WEIGHT`, so one write the OS delayed does not count), or one
 #: that fails (another process holds the write lock: the loop's connection never waits), send
 #: the writes to the writer's thread for :data:`INLINE_PAUSE_S`: the loop must not wait on
 #: the disk.
-INLINE_SLOW_S = 0.002
+INLINE_SLOW_S = 0.005
 INLINE_WEIGHT = 0.25
 INLINE_PAUSE_S = 1.0
 #: The loop's connection never checkpoints (``wal_autocheckpoint = 0``): a checkpoint copies

@@ -101,16 +101,16 @@ async def test_slow_inline_writes_send_the_writes_to_the_thread_for_a_while(
     store: SQLiteStore, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     """A disk slow to fsync must not hold the event loop. A slow disk is the one fault here we
-    cannot cause, so the store's clock is faked: every reading is 4 ms after the last."""
+    cannot cause, so the store's clock is faked: every reading is 10 ms after the last."""
     others = set(writer_threads(set()))
     clock = [0.0]
 
     def slow_clock() -> float:
-        clock[0] += 0.004
+        clock[0] += 0.010
         return clock[0]
 
     monkeypatch.setattr(_sqlite, "perf_counter", slow_clock)
-    for i in range(3):  # 4 ms a write: the moving average passes 2 ms on the third
+    for i in range(3):  # 10 ms a write: the moving average passes 5 ms on the third
         await store.write_batch(records(f"s{i}-", 1))
         assert writer_threads(others) == []
     await store.write_batch(records("t", 1))
