@@ -21,7 +21,7 @@ benchmarks/README.md).
 Small calls skip the hop: a look-up of up to :data:`INLINE_KEYS` keys and a batch of up to
 :data:`INLINE_ROWS` records run on the event loop's own thread, on a connection that never
 waits for a lock and never checkpoints (the writer's thread does that, every
-:data:`CHECKPOINT_COMMITS` of its commits). At a few thousand commands a second every batch
+:data:`CHECKPOINT_COMMITS` of the loop's commits). At a few thousand commands a second every batch
 is that small, and the hop there and back cost more CPU than the write.
 """
 
@@ -43,7 +43,7 @@ from typing import Any, TypeVar, cast
 import aiosqlite
 
 from ..errors import DatabaseUnavailable
-from ._base import Record
+from ._base import Record, refuses_content
 from ._sql import SQLITE
 from ._store import SQLStore
 
@@ -228,11 +228,11 @@ class SQLiteStore(SQLStore[aiosqlite.Connection]):
 
         One statement, a transaction by itself (all or nothing), on the connection the small
         look-ups use. It never waits: with a busy timeout of 0 a lock held elsewhere fails it
-        at once. After a failure (the connection is dropped) or while writes take longer than
-        :data:`INLINE_SLOW_S` on average, writes go to the writer's thread for
-        :data:`INLINE_PAUSE_S`,
-        which waits for locks and maps outages. Retrying there is safe: the upsert is
-        idempotent.
+        at once. A record the database refuses for its content raises, as on the thread.
+        After another failure (the connection is dropped) or while writes take longer than
+        :data:`INLINE_SLOW_S` on average, writes go for :data:`INLINE_PAUSE_S` to the writer's
+        thread, which waits for locks and maps outages. Writing there after a failure here is
+        safe: the upsert is idempotent.
         """
         start = perf_counter()
         if start < self._inline_paused_until:
@@ -242,7 +242,9 @@ class SQLiteStore(SQLStore[aiosqlite.Connection]):
             if conn is None:
                 conn = self._inline = self._connect_inline()
             conn.execute(self._rows_sql(count), values).close()
-        except Exception:  # noqa: BLE001 - the writer's thread tries again, and raises
+        except Exception as exc:  # the writer's thread tries again, and raises
+            if refuses_content(exc):
+                raise  # what a record holds: refused on any connection; this one is fine
             self._inline_paused_until = perf_counter() + INLINE_PAUSE_S
             self._drop_inline()
             return False

@@ -20,7 +20,7 @@ from typing import Any
 
 import pytest
 
-from corec_plugin_kit.storage import Record, SQLiteStore, _sqlite
+from corec_plugin_kit.storage import Record, SQLiteStore, _sqlite, refuses_content
 from corec_plugin_kit.storage._sqlite import CHECKPOINT_COMMITS, INLINE_ROWS
 
 
@@ -147,3 +147,22 @@ async def test_the_loop_never_checkpoints_and_the_writer_thread_does(
     wal = store.path.with_name(store.path.name + "-wal")
     assert wal.stat().st_size < 5_000_000, f"WAL of {wal.stat().st_size} bytes"
     assert len(stored(store.path)) == 3 * CHECKPOINT_COMMITS
+
+
+async def test_a_record_refused_for_its_content_on_the_loop_raises_there(
+    store: SQLiteStore,
+) -> None:
+    """A value SQLite cannot hold is refused on any connection: the loop's raises it as the
+    thread would (the worker then writes the batch one record at a time), keeps its
+    connection and does not send the next writes to the thread."""
+    await store.write_batch(records("a", 1))
+    inline = store._inline
+    assert inline is not None
+    bad = records("big", 1)[0]
+    bad.deliveries = 2**70  # past SQLite's 64-bit integers
+    with pytest.raises(OverflowError) as caught:
+        await store.write_batch([*records("fine", 1), bad])
+    assert refuses_content(caught.value)
+    assert store._inline is inline and store._inline_paused_until == 0.0
+    await store.write_batch(records("b", 1))
+    assert stored(store.path) == {"a0", "b0"}
