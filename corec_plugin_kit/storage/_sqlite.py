@@ -17,19 +17,12 @@ to the thread and a few statements per batch: ``sqlite3`` gives the GIL back aro
 statement it steps, and beside a busy event loop each time it takes it back costs up to a
 switch interval (0.5 ms while a worker runs), so per-row statements crawled (measured in
 benchmarks/README.md).
-
-Small calls skip the hop: a look-up of up to :data:`INLINE_KEYS` keys and a batch of up to
-:data:`INLINE_ROWS` records run on the event loop's own thread, on a connection that never
-waits for a lock and never checkpoints (the writer's thread does that, every
-:data:`CHECKPOINT_COMMITS` of the loop's commits). At a few thousand commands a second every batch
-is that small, and the hop there and back cost more CPU than the write.
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
-import logging
 import sqlite3
 import sys
 from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
@@ -37,13 +30,12 @@ from concurrent.futures import ThreadPoolExecutor
 from contextlib import asynccontextmanager
 from datetime import datetime
 from pathlib import Path
-from time import perf_counter
 from typing import Any, TypeVar, cast
 
 import aiosqlite
 
 from ..errors import DatabaseUnavailable
-from ._base import Record, refuses_content
+from ._base import Record
 from ._sql import SQLITE
 from ._store import SQLStore
 
@@ -56,26 +48,6 @@ T = TypeVar("T")
 #: (SQLite records drained 8 % faster than with 32 here: median of seven pairs,
 #: benchmarks/README.md).
 INLINE_KEYS = 256
-#: A batch of at most this many records is written on the event loop's thread (see
-#: :meth:`SQLiteStore._write_inline`): one statement, whose commit waits for fsync (0.1 to
-#: 0.3 ms on a local disk) with the GIL given back. The hop to the writer's thread and back
-#: wakes two threads a batch; at 2,000 commands/s, where a batch is of one to three records,
-#: the worker used 20 % less CPU without it and half the context switches (benchmarks/
-#: README.md). Larger batches, a drain's, go to the writer's thread, in parallel with the loop.
-INLINE_ROWS = 16
-#: Inline writes slower than this on average (a slow or busy disk; the average weighs the
-#: last write by :data:`INLINE_WEIGHT`, so one write the OS delayed does not count), or one
-#: that fails (another process holds the write lock: the loop's connection never waits), send
-#: the writes to the writer's thread for :data:`INLINE_PAUSE_S`: the loop must not wait on
-#: the disk.
-INLINE_SLOW_S = 0.005
-INLINE_WEIGHT = 0.25
-INLINE_PAUSE_S = 1.0
-#: The loop's connection never checkpoints (``wal_autocheckpoint = 0``): a checkpoint copies
-#: the WAL into the database and fsyncs it, milliseconds the loop would stall. After this many
-#: of its commits (about 1,000 WAL pages, SQLite's own threshold, at one record a commit) a
-#: ``PASSIVE`` checkpoint runs on the writer's thread instead.
-CHECKPOINT_COMMITS = 200
 
 # Errors that mean "the database cannot be used right now", as opposed to a bug in a statement.
 _UNAVAILABLE = (
@@ -88,8 +60,6 @@ _UNAVAILABLE = (
     "not a database",  # database_url names some other file
     "malformed",
 )
-
-log = logging.getLogger("corec_plugin_kit.storage")
 
 
 class SQLiteStore(SQLStore[aiosqlite.Connection]):
@@ -110,10 +80,6 @@ class SQLiteStore(SQLStore[aiosqlite.Connection]):
         # reading the next batch never queues behind a commit.
         self._looker = _Lane(self, "corec-sqlite-lookup")
         self._inline: sqlite3.Connection | None = None
-        self._inline_paused_until = 0.0  # perf_counter() before which writes go to the thread
-        self._inline_took = 0.0  # seconds an inline write takes, a moving average
-        self._inline_commits = 0  # since the last checkpoint was started
-        self._checkpoint: asyncio.Future[None] | None = None
         self._texts: dict[int, str] = {}  # upsert_rows(count), by count
 
     # ------------------------------------------------------------------ connection
@@ -217,55 +183,7 @@ class SQLiteStore(SQLStore[aiosqlite.Connection]):
     async def _send(self, records: list[Record], now: datetime) -> None:
         row = self.sql.row
         values = [value for record in records for value in row(record, now)]
-        count = len(records)
-        if count <= INLINE_ROWS and self._write_inline(values, count):
-            return
-        await self._writer.run(lambda conn: self._upsert(conn, values, count))
-
-    def _write_inline(self, values: list[Any], count: int) -> bool:
-        """Write a small batch on the event loop's thread (:data:`INLINE_ROWS`); False when it
-        is not written there, and so goes to the writer's thread.
-
-        One statement, a transaction by itself (all or nothing), on the connection the small
-        look-ups use. It never waits: with a busy timeout of 0 a lock held elsewhere fails it
-        at once. A record the database refuses for its content raises, as on the thread.
-        After another failure (the connection is dropped) or while writes take longer than
-        :data:`INLINE_SLOW_S` on average, writes go for :data:`INLINE_PAUSE_S` to the writer's
-        thread, which waits for locks and maps outages. Writing there after a failure here is
-        safe: the upsert is idempotent.
-        """
-        start = perf_counter()
-        if start < self._inline_paused_until:
-            return False
-        try:
-            conn = self._inline
-            if conn is None:
-                conn = self._inline = self._connect_inline()
-            conn.execute(self._rows_sql(count), values).close()
-        except Exception as exc:  # the writer's thread tries again, and raises
-            if refuses_content(exc):
-                raise  # what a record holds: refused on any connection; this one is fine
-            self._inline_paused_until = perf_counter() + INLINE_PAUSE_S
-            self._drop_inline()
-            return False
-        end = perf_counter()
-        took = self._inline_took = (
-            self._inline_took + (end - start - self._inline_took) * INLINE_WEIGHT
-        )
-        if took > INLINE_SLOW_S:
-            self._inline_paused_until = end + INLINE_PAUSE_S
-            self._inline_took = 0.0  # measured afresh after the pause
-        self._inline_commits += 1
-        if self._inline_commits >= CHECKPOINT_COMMITS:
-            self._checkpoint_soon()
-        return True
-
-    def _checkpoint_soon(self) -> None:
-        """Start a ``PASSIVE`` checkpoint on the writer's thread, unless one is on its way."""
-        self._inline_commits = 0
-        if self._checkpoint is None or self._checkpoint.done():
-            self._checkpoint = asyncio.ensure_future(self._writer.run(_checkpoint))
-            self._checkpoint.add_done_callback(_checkpointed)
+        await self._writer.run(lambda conn: self._upsert(conn, values, len(records)))
 
     def _upsert(self, conn: sqlite3.Connection, values: list[Any], count: int) -> None:
         """In the writer's thread: ``count`` rows (``values``, row after row) in the
@@ -312,27 +230,14 @@ class SQLiteStore(SQLStore[aiosqlite.Connection]):
         its thread, which waits and maps outages."""
         try:
             if self._inline is None:
-                self._inline = self._connect_inline()
+                self._inline = self._connect_sync(busy_timeout_s=0)
             return read(self._inline)
         except (sqlite3.Error, DatabaseUnavailable):
-            self._drop_inline()
+            conn, self._inline = self._inline, None
+            if conn is not None:
+                with contextlib.suppress(sqlite3.Error):
+                    conn.close()
             return None
-
-    def _connect_inline(self) -> sqlite3.Connection:
-        """The event loop's connection: it never waits for a lock, and never checkpoints."""
-        conn = self._connect_sync(busy_timeout_s=0)
-        try:
-            conn.execute("PRAGMA wal_autocheckpoint = 0")
-        except sqlite3.Error as exc:
-            conn.close()
-            raise self._unavailable(exc) from exc
-        return conn
-
-    def _drop_inline(self) -> None:
-        conn, self._inline = self._inline, None
-        if conn is not None:
-            with contextlib.suppress(sqlite3.Error):
-                conn.close()
 
     async def open(self) -> None:
         # BEGIN IMMEDIATE serialises workers that start together.
@@ -355,13 +260,11 @@ class SQLiteStore(SQLStore[aiosqlite.Connection]):
         return f"SQLite {sqlite3.sqlite_version}"
 
     async def close(self) -> None:
-        checkpoint, self._checkpoint = self._checkpoint, None
-        if checkpoint is not None:
-            with contextlib.suppress(Exception):
-                await checkpoint
         await self._writer.close()
         await self._looker.close()
-        self._drop_inline()
+        if self._inline is not None:
+            self._inline.close()
+            self._inline = None
         if self._conn is not None:
             await self._conn.close()
         self._conn = None
@@ -385,23 +288,6 @@ class SQLiteStore(SQLStore[aiosqlite.Connection]):
             conn.close()
             raise self._unavailable(exc) from exc
         return conn
-
-
-def _checkpoint(conn: sqlite3.Connection) -> None:
-    """On the writer's thread: copy the WAL into the database (``PASSIVE``: it waits for
-    nobody, and writers go on meanwhile). A run that could not take every page (commits came
-    in during it) is followed by up to two more, short ones: SQLite starts the WAL over only
-    once all of it is in the database, else the file keeps growing."""
-    for _ in range(3):
-        busy, pages, done = conn.execute("PRAGMA wal_checkpoint(PASSIVE)").fetchone()
-        if not busy and done >= pages:
-            return
-
-
-def _checkpointed(checkpoint: asyncio.Future[None]) -> None:
-    """A checkpoint that failed is left to the next one (or to SQLite, at the last close)."""
-    if not checkpoint.cancelled() and (exc := checkpoint.exception()) is not None:
-        log.debug("SQLite checkpoint on the writer's thread failed: %s", exc)
 
 
 def _no_rows(conn: sqlite3.Connection) -> list[Any]:
