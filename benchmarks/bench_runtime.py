@@ -23,7 +23,8 @@ false: kernel / figures_off is what publishing the worker's figures costs, targe
 sqlite, postgres (records on), two workers (records off), workers2 and sqlite_workers2
 (`run --workers 2`: a supervisor and two worker processes; compared with kernel and sqlite in
 the same round), latency (open loop at --rate commands/s, SQLite records unless
---latency-records says otherwise: p50/p99 from send to result).
+--latency-records says otherwise: p50/p99 from send to result, and the worker's CPU per
+command while they came).
 
 The targets (RAW_TARGETS, LATENCY_P99_MS, SQLITE_RSS_MIB; benchmarks/README.md) are printed
 after the table, met or not, for the scenarios that ran; the exit status is 1 when one is not
