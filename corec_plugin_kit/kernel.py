@@ -21,11 +21,10 @@ log = logging.getLogger(__name__)
 
 if TYPE_CHECKING:
     from pydantic import BaseModel
-    from redis.asyncio import Redis
 
     from .errors import UnknownAction
     from .routing import RoutingTable
-    from .runtime.connection import RedisHandle
+    from .runtime.connection import RedisClient, RedisHandle
     from .storage import RecordStore
 
 
@@ -85,9 +84,9 @@ class Kernel:
     Attributes processors may use (docs/writing-processors.md, "What a processor may use of
     the kernel"): ``settings`` (``settings.kernel`` is the kernel section),
     ``processor_config(name)``, ``execute``, and, when the stream runtime runs, ``redis`` (a
-    ``redis.asyncio.Redis``) and ``store`` (the record store). What they need of
-    ``processors``, ``routing`` and ``dispatcher`` they get from ``corec_plugin_kit.api``
-    (``processor_infos``, ``describe_actions``, ``run_in_thread``...).
+    ``redis.asyncio.Redis``, or a ``RedisCluster`` on a cluster) and ``store`` (the record
+    store). What they need of ``processors``, ``routing`` and ``dispatcher`` they get from
+    ``corec_plugin_kit.api`` (``processor_infos``, ``describe_actions``, ``run_in_thread``...).
     """
 
     def __init__(self, settings: Settings, processors: ProcessorManager) -> None:
@@ -96,8 +95,9 @@ class Kernel:
         self.routing: RoutingTable = self._route()
         self.dispatcher = Dispatcher(self, self.routing)
         # The runtime context: set by whoever runs the kernel, None otherwise.
-        #: The stream runtime's Redis client (``decode_responses=False``).
-        self.redis: Redis | None = None
+        #: The stream runtime's Redis client (``decode_responses=False``; a cluster client on
+        #: a Redis Cluster).
+        self.redis: RedisClient | None = None
         #: The record store, when records are on and the worker or the CoreC adapter runs.
         self.store: RecordStore | None = None
         #: The connection :attr:`redis` came from, when the kernel opened it itself

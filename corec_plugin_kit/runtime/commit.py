@@ -177,7 +177,10 @@ class Committing(WorkerState):
                     continue
                 recorded = await self._write_records(acked) if acked else True
                 previous = sending
-                sending = asyncio.ensure_future(self._send_after(batch, acked, previous, recorded))
+                # Named: on 3.11 an unnamed task formats one ("Task-N") each batch.
+                sending = self._loop.create_task(
+                    self._send_after(batch, acked, previous, recorded), name="corec-send"
+                )
                 sending.add_done_callback(self._wake_on_failure)
                 if previous is not None and not previous.done():
                     # Two batches deep: the next batch is taken once the transaction ahead

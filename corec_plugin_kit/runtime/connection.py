@@ -10,7 +10,7 @@ result stream (the manager's actions connect through :func:`kernel_redis`).
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, TypeAlias
 
 from ..errors import ConfigError, RedisUnavailable
 from ..redaction import redact, redact_url
@@ -20,6 +20,10 @@ if TYPE_CHECKING:
 
     from ..config import KernelConfig
     from ..kernel import Kernel
+
+    #: What :meth:`RedisHandle.connect` returns: a cluster client when the node is part of a
+    #: Redis Cluster, else a plain one.
+    RedisClient: TypeAlias = aioredis.Redis | aioredis.RedisCluster
 
 from .embedded import EmbeddedValkey
 
@@ -44,7 +48,7 @@ class RedisHandle:
                 f"kernel.redis_url must start with one of {', '.join(SCHEMES)}; "
                 "leave it unset for the embedded server"
             )
-        self.client: aioredis.Redis | None = None
+        self.client: RedisClient | None = None
 
     @property
     def display(self) -> str:
@@ -66,7 +70,7 @@ class RedisHandle:
         if self.embedded is not None:
             self.embedded.ensure()
 
-    async def connect(self) -> aioredis.Redis:
+    async def connect(self) -> RedisClient:
         """Return a connected client; raises RedisUnavailable with what to do."""
         import redis.asyncio as aioredis
         from redis.exceptions import AuthenticationError, NoPermissionError, RedisError
@@ -96,7 +100,7 @@ class RedisHandle:
             self.client = await self._cluster_client()
         return self.client
 
-    async def _cluster_client(self) -> Any:
+    async def _cluster_client(self) -> aioredis.RedisCluster:
         """The node answered as part of a Redis Cluster: a cluster client, which follows slots
         as they move (MOVED/ASK, failover) and routes each command to its key's master."""
         import redis.asyncio as aioredis

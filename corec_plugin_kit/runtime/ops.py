@@ -406,25 +406,32 @@ async def group_consumers(
     }
 
 
+#: :data:`~corec_plugin_kit.envelopes.DEAD_LETTER_FIELDS` as text.
+_DEAD_LETTER_NAMES = tuple(_s(name) for name in DEAD_LETTER_FIELDS)
+
+
 def _decode_dead(entry_id: Any, fields: dict[Any, Any]) -> dict[str, Any]:
-    decoded = {_s(k): _s(v) for k, v in fields.items()}
-    error: Any = decoded.get("error")
+    """A dead letter as ``dlq_list`` shows it: what the worker added to it, apart from the
+    command's own ``fields``."""
+    own = {_s(k): _s(v) for k, v in fields.items()}
+    added = {name: own.pop(name, None) for name in _DEAD_LETTER_NAMES}
+    error: Any = added["error"]
     with contextlib.suppress(orjson.JSONDecodeError):
         error = orjson.loads(error) if error else None
-    action = decoded.get("action")
-    if action is None and "payload" in decoded:
+    action = own.get("action")
+    if action is None and "payload" in own:
         try:
-            action = orjson.loads(decoded["payload"]).get("action")
+            action = orjson.loads(own["payload"]).get("action")
         except (orjson.JSONDecodeError, AttributeError):
             action = None
     return {
         "entry_id": _s(entry_id),
         "action": action,
         "error": error,
-        "deliveries": int(decoded.get("deliveries", "0") or 0),
-        "last_consumer": decoded.get("last_consumer"),
-        "failed_at": decoded.get("failed_at"),
-        "fields": {k: v for k, v in decoded.items() if k.encode() not in DEAD_LETTER_FIELDS},
+        "deliveries": int(added["deliveries"] or 0),
+        "last_consumer": added["last_consumer"],
+        "failed_at": added["failed_at"],
+        "fields": own,
     }
 
 

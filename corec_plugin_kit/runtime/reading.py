@@ -115,7 +115,7 @@ class Reading(WorkerState):
                 self._keys[entry.key] = entry
                 leaders.append(entry)
         if leaders:
-            task = self._loop.create_task(self._admit(leaders))
+            task = self._loop.create_task(self._admit(leaders), name="corec-admit")
             self._tasks.add(task)
             task.add_done_callback(self._tasks.discard)
 

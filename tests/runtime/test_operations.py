@@ -86,6 +86,9 @@ async def test_dead_letters_are_listed_and_replayed(
         first = page["entries"][0]
         assert first["action"] == "echo" and first["error"]["type"] == "invalid_params"
         assert first["deliveries"] == 1
+        assert first["last_consumer"] and first["failed_at"]
+        # What the worker added is shown apart from the command's own fields.
+        assert set(first["fields"]) == {"payload"}
         rest = await kernel.execute(
             {"action": "dlq_list", "params": {"limit": 5, "start": page["next"]}}
         )
