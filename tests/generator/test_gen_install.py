@@ -61,7 +61,9 @@ class Venv:
 @pytest.fixture(scope="session")
 def venv(tmp_path_factory: pytest.TempPathFactory) -> Venv:
     base = tmp_path_factory.mktemp("genvenv")
-    env = {k: v for k, v in os.environ.items() if not k.startswith(("COREC_", "PYTHON", "PIP_"))}
+    # Not the outer run's PYTEST_ADDOPTS either (`-n 2` needs xdist, which this venv lacks).
+    keep_out = ("COREC_", "PYTHON", "PIP_", "PYTEST_")
+    env = {k: v for k, v in os.environ.items() if not k.startswith(keep_out)}
     env.pop("VIRTUAL_ENV", None)
     env["PIP_DISABLE_PIP_VERSION_CHECK"] = "1"
     env["COREC_KERNEL__METRICS_PORT"] = "0"

@@ -303,7 +303,8 @@ def doc_env(home: Path, bin_dir: Path = BIN) -> dict[str, str]:
     env = {
         key: value
         for key, value in os.environ.items()
-        if not key.startswith(("COREC_", "_COREC", "PYTHON", "VIRTUAL_ENV"))
+        # PYTEST_ADDOPTS: the outer run's options (`-n 2`) are not the reader's.
+        if not key.startswith(("COREC_", "_COREC", "PYTHON", "VIRTUAL_ENV", "PYTEST_"))
     }
     env["PATH"] = f"{bin_dir}{os.pathsep}{env.get('PATH', '')}"
     env["HOME"] = str(home)
