@@ -24,7 +24,7 @@ sqlite, postgres (records on), two workers (records off), workers2 and sqlite_wo
 (`run --workers 2`: a supervisor and two worker processes; compared with kernel and sqlite in
 the same round), latency (open loop at --rate commands/s, SQLite records unless
 --latency-records says otherwise: p50/p99 from send to result, and the worker's CPU per
-command while they came).
+command while they came; --latency-repeat open loops per store, the median of them checked).
 
 The targets (RAW_TARGETS, LATENCY_P99_MS, SQLITE_RSS_MIB; benchmarks/README.md) are printed
 after the table, met or not, for the scenarios that ran; the exit status is 1 when one is not
@@ -392,8 +392,8 @@ PAIRS = [
 TARGETS: dict[tuple[str, str], tuple[str, float]] = {}
 
 #: The stream loop's targets (benchmarks/README.md): the least median ratio to the raw loop of
-#: the same round, per scenario; the open loop's p99 at --rate with SQLite records; the most
-#: RSS the SQLite scenario may use. Below one of them, the benchmark exits 1.
+#: the same round, per scenario; the median p99 of the open loops at --rate with SQLite
+#: records; the most RSS the SQLite scenario may use. Below one of them, the benchmark exits 1.
 RAW_TARGETS = {"kernel": 1.5, "sqlite": 1.0, "postgres": 0.9}
 LATENCY_P99_MS = 5.0
 SQLITE_RSS_MIB = 80.0
@@ -435,6 +435,12 @@ def parse_args() -> argparse.Namespace:
         "--latency-records", default="sqlite", type=stores, metavar="STORE[,STORE]",
         help="the latency scenario's record stores, of off, sqlite, postgres, one open loop "
         "each (default sqlite, the kit's default; the p99 target is SQLite's)",
+    )  # fmt: skip
+    parser.add_argument(
+        "--latency-repeat", type=int, default=3, metavar="N",
+        help="open loops per record store, interleaved between the stores (default 3): the "
+        "p99 of one open loop of 10,000 commands moved by 2 ms between runs on a shared "
+        "machine, so the median p99 of the loops is what is checked, each loop's shown",
     )  # fmt: skip
     parser.add_argument("--json", dest="json_out", help="also write the figures here")
     parser.add_argument(
@@ -500,8 +506,12 @@ def check_targets(results: dict[str, Any], ratios: dict[str, list[float]]) -> li
                       rss <= SQLITE_RSS_MIB))  # fmt: skip
     lat = results.get("latency")
     if lat is not None:
-        lines.append((f"open loop {lat['rate']}/s, records {lat['records']}: p99 "
-                      f"{lat['p99_ms']:.1f} ms, target <= {LATENCY_P99_MS:g} ms",
+        loops = lat.get("rounds", [lat])
+        p99s = " ".join(f"{loop['p99_ms']:g}" for loop in loops)
+        within = sum(loop["p99_ms"] <= LATENCY_P99_MS for loop in loops)
+        lines.append((f"open loop {lat['rate']}/s, records {lat['records']}: median p99 "
+                      f"{lat['p99_ms']:g} ms (loops {p99s}; {within} of {len(loops)} within), "
+                      f"target <= {LATENCY_P99_MS:g} ms",
                       lat["p99_ms"] <= LATENCY_P99_MS))  # fmt: skip
     if lines:
         print("\ntargets:")
@@ -563,15 +573,8 @@ def main() -> None:
     results, ratios = run_rounds(wanted, args.n, args.repeat, r)
     print(f"\n{args.n} commands, {args.repeat} rounds, Python {sys.version.split()[0]}")
     report(results, ratios)
-    for records in args.latency_records if "latency" in wanted else []:
-        lat = latency(args.rate, 5.0, r, records)
-        results["latency" if records == "sqlite" else f"latency_{records}"] = lat
-        print(
-            f"open loop {args.rate}/s, records {records}: n={lat['n']} "
-            f"p50={lat['p50_ms']:.1f} ms p99={lat['p99_ms']:.1f} ms max={lat['max_ms']:.1f} ms; "
-            f"worker CPU {lat['cpu_us']:.0f} µs/cmd "
-            f"({lat['cpu_us'] * args.rate / 1e6:.0%} of a core)"
-        )
+    if "latency" in wanted:
+        open_loops(args, r, results)
     if "figures_off" in wanted:
         results["figures_publish"] = cost = figures_cost()
         print(
@@ -584,6 +587,35 @@ def main() -> None:
         Path(args.json_out).write_text(json.dumps(results, indent=2))
     if missed:
         raise SystemExit(f"{len(missed)} target(s) not met")
+
+
+def open_loops(args: argparse.Namespace, r: syncredis.Redis, results: dict[str, Any]) -> None:
+    """``--latency-repeat`` open loops per record store, the stores interleaved loop by loop;
+    per store the median of the loops' figures, and each loop's (``rounds``)."""
+    loops: dict[str, list[dict[str, Any]]] = {records: [] for records in args.latency_records}
+    for _ in range(args.latency_repeat):
+        for records in args.latency_records:
+            loops[records].append(latency(args.rate, 5.0, r, records))
+    for records, got in loops.items():
+        lat = median_loop(got)
+        results["latency" if records == "sqlite" else f"latency_{records}"] = lat
+        p99s = " ".join(f"{x['p99_ms']:g}" for x in got)
+        print(
+            f"open loop {args.rate}/s, records {records}, median of {len(got)}: "
+            f"p50={lat['p50_ms']:g} ms p99={lat['p99_ms']:g} ms (loops: {p99s}) "
+            f"max={lat['max_ms']:g} ms; worker CPU {lat['cpu_us']:.0f} µs/cmd "
+            f"({lat['cpu_us'] * args.rate / 1e6:.0%} of a core)"
+        )
+
+
+def median_loop(loops: list[dict[str, Any]]) -> dict[str, Any]:
+    """The median of some open loops' p50, p99, max and CPU per command, with the loops."""
+    out = dict(loops[0])
+    for key in ("p50_ms", "p99_ms", "max_ms", "cpu_us"):
+        out[key] = statistics.median(loop[key] for loop in loops)
+    out["n"] = sum(loop["n"] for loop in loops)
+    out["rounds"] = loops
+    return out
 
 
 def figures_cost(actions: int = 20, rounds: int = 300) -> dict[str, float]:
