@@ -24,11 +24,14 @@ one hour.
 from __future__ import annotations
 
 import logging
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from redis.exceptions import ResponseError
 
 from ..envelopes import as_text as _s
+
+if TYPE_CHECKING:
+    from .connection import RedisClient
 
 log = logging.getLogger(__name__)
 
@@ -57,7 +60,7 @@ def _gone(exc: ResponseError) -> bool:
     return "NOGROUP" in text or "no such key" in text.lower()
 
 
-async def list_consumers(redis: Any, stream: str, group: str) -> list[dict[str, Any]]:
+async def list_consumers(redis: RedisClient, stream: str, group: str) -> list[dict[str, Any]]:
     """XINFO CONSUMERS as ``{name, pending, idle_ms, inactive_ms}`` (``inactive_ms`` is None
     before Redis 7.2 and -1 for a consumer that never read or claimed anything)."""
     try:
@@ -93,7 +96,7 @@ def is_dead(consumer: dict[str, Any], idle_ms: int, keep: str) -> bool:
 
 
 async def prune_consumers(
-    redis: Any, stream: str, group: str, idle_ms: int, *, keep: str
+    redis: RedisClient, stream: str, group: str, idle_ms: int, *, keep: str
 ) -> list[str]:
     """Remove the consumers of ``group`` on ``stream`` idle longer than ``idle_ms`` that own no
     pending entry, never ``keep`` (the caller's own consumer); return the removed names.
@@ -116,7 +119,7 @@ async def prune_consumers(
 
 
 async def _prune_checked(
-    redis: Any, stream: str, group: str, idle_ms: int, *, keep: str
+    redis: RedisClient, stream: str, group: str, idle_ms: int, *, keep: str
 ) -> list[str]:
     """Without scripting: XINFO, then for each candidate XPENDING again right before
     DELCONSUMER (the window between those two is the one described in the module docstring)."""

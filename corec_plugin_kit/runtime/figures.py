@@ -38,6 +38,7 @@ from . import metrics
 if TYPE_CHECKING:
     from ..config import KernelConfig
     from ..kernel import Kernel
+    from .connection import RedisClient
 
 #: How often a running worker writes its figures (seconds).
 FIGURES_S = 2.0
@@ -112,7 +113,7 @@ def runtime_snapshot(kernel: Kernel) -> dict[str, Any] | None:
     return snapshot(kernel, runtime.consumer, runtime.breaker_figures())
 
 
-async def publish(redis: Any, key: str, figures: dict[str, Any]) -> None:
+async def publish(redis: RedisClient, key: str, figures: dict[str, Any]) -> None:
     """Write one worker's field and push the key's expiry :data:`STALE_S` away, in one MULTI."""
     pipe = redis.pipeline(transaction=True)
     pipe.hset(key, figures["consumer"], orjson.dumps(figures))
@@ -120,12 +121,14 @@ async def publish(redis: Any, key: str, figures: dict[str, Any]) -> None:
     await pipe.execute()
 
 
-async def withdraw(redis: Any, key: str, consumer: str) -> None:
+async def withdraw(redis: RedisClient, key: str, consumer: str) -> None:
     """This worker stops: its figures are no one's."""
     await redis.hdel(key, consumer)
 
 
-async def read(redis: Any, key: str, *, now: float | None = None) -> dict[str, dict[str, Any]]:
+async def read(
+    redis: RedisClient, key: str, *, now: float | None = None
+) -> dict[str, dict[str, Any]]:
     """The live workers' figures by consumer. Fields older than :data:`FORGET_S` (workers
     killed long ago, kept alive by the others' writes) are deleted, if this user may."""
     now = time.time() if now is None else now

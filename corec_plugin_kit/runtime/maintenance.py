@@ -16,7 +16,7 @@ import logging
 import time
 from collections.abc import Awaitable, Callable
 from datetime import timedelta
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from redis.exceptions import ResponseError
 
@@ -27,10 +27,18 @@ from .reading import id_key
 from .state import WorkerState
 from .transport import TRANSIENT_REDIS
 
+if TYPE_CHECKING:
+    from redis.typing import StreamIdT
+
 log = logging.getLogger("corec_plugin_kit.worker")
 
 #: How many ids one XCLAIM carries.
 CLAIM_CHUNK = 500
+
+
+def _chunk(ids: list[str], start: int) -> list[StreamIdT]:
+    """:data:`CLAIM_CHUNK` of ``ids`` from ``start``, as redis-py's ``xclaim`` annotates them."""
+    return list(ids[start : start + CLAIM_CHUNK])
 
 
 class Maintenance(WorkerState):
@@ -46,7 +54,7 @@ class Maintenance(WorkerState):
         with contextlib.suppress(*TRANSIENT_REDIS, ResponseError):
             for i in range(0, len(ids), CLAIM_CHUNK):
                 await self.redis.xclaim(
-                    self.stream, self.group, self.consumer, 0, ids[i : i + CLAIM_CHUNK],
+                    self.stream, self.group, self.consumer, 0, _chunk(ids, i),
                     justid=True,
                 )  # fmt: skip
 
@@ -58,7 +66,7 @@ class Maintenance(WorkerState):
         with contextlib.suppress(*TRANSIENT_REDIS, ResponseError):
             for i in range(0, len(ids), CLAIM_CHUNK):
                 await self.redis.xclaim(
-                    self.stream, self.group, self.consumer, 0, ids[i : i + CLAIM_CHUNK],
+                    self.stream, self.group, self.consumer, 0, _chunk(ids, i),
                     idle=idle, justid=True,
                 )  # fmt: skip
             self.stats.released += len(ids)

@@ -30,6 +30,7 @@ if TYPE_CHECKING:
     from ..config import KernelConfig
     from ..kernel import Kernel
     from ..tracing import SendSpan
+    from .connection import RedisClient
 
 
 async def send_command(
@@ -103,7 +104,7 @@ def _send_span(
 
 
 async def _xadd(
-    redis: Any, stream: str, fields: dict[Any, Any], key: str, sending: SendSpan | None
+    redis: RedisClient, stream: str, fields: dict[Any, Any], key: str, sending: SendSpan | None
 ) -> dict[str, Any]:
     """XADD the command and end its span (if any) with the entry id: the outcome ``{"id",
     "entry_id", "stream"}``."""
@@ -148,7 +149,7 @@ def command_fields(
 
 
 async def _wait(
-    redis: Any,
+    redis: RedisClient,
     cfg: Any,
     outcome: dict[str, Any],
     reply: str,
@@ -181,7 +182,7 @@ def _named_user(cfg: Any) -> bool:
     return bool(url.username) or bool(parse_qs(url.query).get("username"))
 
 
-async def group_readers(redis: Any, stream: str, group: str) -> dict[str, Any] | None:
+async def group_readers(redis: RedisClient, stream: str, group: str) -> dict[str, Any] | None:
     """Who reads ``stream`` in ``group``: ``{"group", "consumers", "pending", "lag"}`` (0
     consumers when the group does not exist yet); ``None`` when this user may not ask."""
     from redis.exceptions import ResponseError
@@ -201,7 +202,7 @@ async def group_readers(redis: Any, stream: str, group: str) -> dict[str, Any] |
 
 
 async def wait_for_result(
-    redis: Any,
+    redis: RedisClient,
     stream: str,
     key: str,
     after: str,
@@ -221,7 +222,8 @@ async def wait_for_result(
         left_ms = int((deadline - time.monotonic()) * 1000)
         if left_ms <= 0:
             return None
-        resp = await redis.xread({stream: last}, count=500, block=min(left_ms, 1000))
+        # redis-py annotates XREAD's reply loosely: [[stream, [(id, {field: value})]]].
+        resp: Any = await redis.xread({stream: last}, count=500, block=min(left_ms, 1000))
         for _stream, entries in resp or []:
             for entry_id, fields in entries:
                 last = _s(entry_id)
@@ -247,7 +249,7 @@ def _shown(names: list[str], configured: str) -> str:
     return names[0] if len(names) == 1 else f"{configured} ({len(names)} partitions)"
 
 
-async def _group_info(redis: Any, stream: str, group: str) -> dict[str, Any] | None:
+async def _group_info(redis: RedisClient, stream: str, group: str) -> dict[str, Any] | None:
     groups = await redis.xinfo_groups(stream) if await redis.exists(stream) else []
     return next((g for g in groups if _s(g.get("name")) == group), None)
 
@@ -475,7 +477,7 @@ def _entry_ref(ref: str, count: int, field: str) -> tuple[int | None, str]:
 
 
 async def _locate(
-    redis: Any, sets: Sequence[StreamSet], index: int | None, entry_id: str
+    redis: RedisClient, sets: Sequence[StreamSet], index: int | None, entry_id: str
 ) -> list[tuple[StreamSet, list[Any]]]:
     """Each partition whose dead-letter stream holds ``entry_id``, with its row: only
     partition ``index``'s when the ref named one; found in several, a plain id is ambiguous."""
@@ -565,7 +567,7 @@ async def dlq_bound(kernel: Kernel) -> dict[str, Any]:
     return {"stream": shown, "until": until, "total": total}
 
 
-async def _dead_snapshot(redis: Any, stream: str) -> tuple[str | None, int]:
+async def _dead_snapshot(redis: RedisClient, stream: str) -> tuple[str | None, int]:
     pipe = redis.pipeline(transaction=True)
     pipe.xrevrange(stream, max="+", min="-", count=1)
     pipe.xlen(stream)
@@ -629,7 +631,9 @@ async def dlq_replay(
 class _Replay:
     """Dead letters back onto their partition's input, one MULTI per page."""
 
-    def __init__(self, redis: Any, keep: bool, progress: Callable[[int], None] | None) -> None:
+    def __init__(
+        self, redis: RedisClient, keep: bool, progress: Callable[[int], None] | None
+    ) -> None:
         self.redis = redis
         self.keep = keep
         self.progress = progress
@@ -720,7 +724,7 @@ async def dlq_delete(
     return out
 
 
-async def _trim_through(redis: Any, stream: str, bound: str) -> int:
+async def _trim_through(redis: RedisClient, stream: str, bound: str) -> int:
     """Delete the entries of ``stream`` up to ``bound`` included (an exact ``XTRIM MINID`` at
     the next possible id); how many there were."""
     match = _ENTRY_ID.fullmatch(bound)

@@ -28,6 +28,7 @@ from .worker import Worker, schedule_reload, signal_handlers
 if TYPE_CHECKING:
     from ..kernel import Kernel
     from ..storage import RecordStore
+    from .connection import RedisClient
 
 
 class WorkerSet:
@@ -36,7 +37,7 @@ class WorkerSet:
     def __init__(
         self,
         kernel: Kernel,
-        redis: Any,
+        redis: RedisClient,
         store: RecordStore | None = None,
         *,
         burst: bool = False,
@@ -106,7 +107,7 @@ class WorkerSet:
 
 
 def make_worker(
-    kernel: Kernel, redis: Any, store: RecordStore | None = None, **kw: Any
+    kernel: Kernel, redis: RedisClient, store: RecordStore | None = None, **kw: Any
 ) -> Worker | WorkerSet:
     """The runtime for this kernel's config: one :class:`~.worker.Worker`, or a
     :class:`WorkerSet` when ``kernel.partitions`` > 1. Both run with ``await x.run()``."""

@@ -23,6 +23,7 @@ from ..envelopes import as_text as _s
 if TYPE_CHECKING:
     from ..config import KernelConfig
     from .breaker import CircuitBreaker
+    from .connection import RedisClient
 
 #: How often a running worker refreshes its field (seconds).
 REFRESH_S = 5.0
@@ -45,17 +46,19 @@ def snapshot(breakers: dict[str, CircuitBreaker]) -> dict[str, dict[str, Any]]:
     }
 
 
-async def publish(redis: Any, key: str, consumer: str, states: dict[str, Any]) -> None:
+async def publish(redis: RedisClient, key: str, consumer: str, states: dict[str, Any]) -> None:
     """Write this consumer's field (``at`` = now)."""
     value = orjson.dumps({"at": round(time.time(), 3), "breakers": states})
     await redis.hset(key, consumer, value)
 
 
-async def withdraw(redis: Any, key: str, consumer: str) -> None:
+async def withdraw(redis: RedisClient, key: str, consumer: str) -> None:
     await redis.hdel(key, consumer)
 
 
-async def read(redis: Any, key: str, *, now: float | None = None) -> dict[str, dict[str, Any]]:
+async def read(
+    redis: RedisClient, key: str, *, now: float | None = None
+) -> dict[str, dict[str, Any]]:
     """The live consumers' breakers: ``{consumer: {processor: {"state", "failures"}}}``."""
     now = time.time() if now is None else now
     out: dict[str, dict[str, Any]] = {}

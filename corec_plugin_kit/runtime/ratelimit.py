@@ -17,9 +17,12 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from typing import Any
+from typing import TYPE_CHECKING
 
 from redis.exceptions import RedisError
+
+if TYPE_CHECKING:
+    from .connection import RedisClient
 
 log = logging.getLogger("corec_plugin_kit.worker")
 
@@ -53,7 +56,7 @@ class RateLimiter:
     the limiter itself does not cap the rate at one round trip per command).
     """
 
-    def __init__(self, redis: Any, stream_in: str) -> None:
+    def __init__(self, redis: RedisClient, stream_in: str) -> None:
         self.redis = redis
         self.stream_in = stream_in
         self._script = redis.register_script(_RESERVE)

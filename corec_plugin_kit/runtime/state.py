@@ -33,6 +33,7 @@ if TYPE_CHECKING:
     from ..partitions import StreamSet
     from ..storage import RecordStore
     from .commit import CommitLayout
+    from .connection import RedisClient
     from .policy import ReplyRules
     from .ratelimit import RateLimiter
 
@@ -102,7 +103,8 @@ class WorkerState(ABC):
 
     kernel: Kernel
     cfg: KernelConfig
-    redis: Any  # redis.asyncio.Redis (decode_responses=False), or a stand-in with its methods
+    #: ``decode_responses=False``; the tests' fault injections put stand-ins with its methods.
+    redis: RedisClient
     store: RecordStore | None
     dispatcher: Dispatcher
     metrics: metrics.Recorder

@@ -10,13 +10,16 @@ from __future__ import annotations
 
 import contextlib
 from collections.abc import Awaitable, Callable
-from typing import Any, TypeVar, cast
+from typing import TYPE_CHECKING, Any, TypeVar, cast
 
 from redis.exceptions import AskError, ClusterDownError, ResponseError, TryAgainError
 from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import TimeoutError as RedisTimeoutError
 
 from .compat import timeout_ctx
+
+if TYPE_CHECKING:
+    from .connection import RedisClient
 
 try:  # what redis-py's hiredis reader returns for a reply not yet complete
     from redis._parsers.hiredis import NOT_ENOUGH_DATA as _PARTIAL
@@ -97,7 +100,7 @@ def pack_result(
 
 
 async def send_transaction(
-    redis: Any,
+    redis: RedisClient,
     key: str,
     commands: list[tuple[Any, ...] | bytes],
     wait: tuple[int, int] | None = None,
@@ -126,7 +129,7 @@ async def send_transaction(
 
 
 async def read_group(
-    redis: Any,
+    redis: RedisClient,
     group: str,
     consumer: str,
     stream: str,
@@ -172,6 +175,9 @@ async def _request(conn: Any, command: tuple[Any, ...], limit: float) -> Any:
 
 async def _on_connection(redis: Any, key: str, work: Callable[[Any], Awaitable[T]]) -> T:
     """``work(connection)`` on a pooled connection to the server holding ``key``.
+
+    ``redis`` is either client (:data:`~.connection.RedisClient`), told apart by
+    :func:`is_cluster`: typed ``Any`` here, where each branch uses its own client's internals.
 
     On a Redis Cluster client, the master of ``key``'s slot; a slot that moved meanwhile
     refreshes the topology and raises :class:`SlotMovedError`, a transient error.

@@ -47,6 +47,7 @@ from .transport import TRANSIENT_REDIS, is_cluster
 if TYPE_CHECKING:
     from ..kernel import Kernel
     from ..storage import RecordStore
+    from .connection import RedisClient
 
 __all__ = ["TRANSIENT_REDIS", "Entry", "Worker", "WorkerStats"]
 
@@ -124,7 +125,7 @@ class Worker(Reading, Handling, Committing, Maintenance):
     def __init__(
         self,
         kernel: Kernel,
-        redis: Any,
+        redis: RedisClient,
         store: RecordStore | None = None,
         *,
         burst: bool = False,
