@@ -415,6 +415,14 @@ def stores(text: str) -> list[str]:
     return got
 
 
+def positive(text: str) -> int:
+    """A count of at least 1 (``--latency-repeat``)."""
+    value = int(text)
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"{value}: give 1 or more")
+    return value
+
+
 def parse_args() -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     # 40,000 and 5: a round of 20,000 lasted under a second, and on a shared machine the
@@ -437,7 +445,7 @@ def parse_args() -> argparse.Namespace:
         "each (default sqlite, the kit's default; the p99 target is SQLite's)",
     )  # fmt: skip
     parser.add_argument(
-        "--latency-repeat", type=int, default=3, metavar="N",
+        "--latency-repeat", type=positive, default=3, metavar="N",
         help="open loops per record store, interleaved between the stores (default 3): the "
         "p99 of one open loop of 10,000 commands moved by 2 ms between runs on a shared "
         "machine, so the median p99 of the loops is what is checked, each loop's shown",
